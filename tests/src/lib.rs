@@ -1,0 +1,2 @@
+//! Fixtures shared by the integration tests: locating the binaries and guests, running a VM
+//! and reading its console.
