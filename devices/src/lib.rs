@@ -6,3 +6,17 @@
 //! (event fds, interrupt lines, channels).
 
 pub mod bus;
+
+use std::sync::Arc;
+
+/// A request from the guest to end its run, raised by the device it used (ACPI sleep or reset
+/// register, keyboard-controller reset). The VMM decides what it means for the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestRequest {
+    PowerOff,
+    Reset,
+}
+
+/// Called from a vCPU thread, inside the device's register write, so it must not block: the
+/// VMM records the request and kicks the vCPUs out of `KVM_RUN`.
+pub type GuestRequestHandler = Arc<dyn Fn(GuestRequest) + Send + Sync>;
