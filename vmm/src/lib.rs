@@ -3,3 +3,5 @@
 //! Takes a validated configuration (from the CLI or the API), builds guest memory, vCPUs and
 //! devices on KVM, loads the guest, runs it and reports how it ended. Data flows one way:
 //! `api-server → vmm → {devices, snp}`.
+
+pub mod layout;
