@@ -2,3 +2,6 @@
 //!
 //! Nothing here touches KVM except the one backend module that wraps the SNP ioctls, so the
 //! whole launch can be computed and checked on hosts without SNP hardware.
+
+pub mod hex;
+pub mod page_info;
