@@ -5,3 +5,4 @@
 
 pub mod hex;
 pub mod page_info;
+pub mod vmsa;
