@@ -6,6 +6,7 @@
 //! (event fds, interrupt lines, channels).
 
 pub mod bus;
+pub mod legacy;
 
 use std::sync::Arc;
 
