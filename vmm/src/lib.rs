@@ -4,4 +4,5 @@
 //! devices on KVM, loads the guest, runs it and reports how it ended. Data flows one way:
 //! `api-server → vmm → {devices, snp}`.
 
+pub mod acpi;
 pub mod layout;
