@@ -1,2 +1,4 @@
 //! Fixtures shared by the integration tests: locating the binaries and guests, running a VM
 //! and reading its console.
+
+pub mod linux;
