@@ -4,5 +4,10 @@
 //! whole launch can be computed and checked on hosts without SNP hardware.
 
 pub mod hex;
+pub mod id_block;
+pub mod igvm_plan;
 pub mod page_info;
+pub mod plan;
+pub mod policy;
 pub mod vmsa;
+pub mod vp_context;
