@@ -1,0 +1,168 @@
+//! Exception handling: every CPU exception is reported as a `PROBE-ERROR` line and the probe
+//! halts, so a fault in the probe is never mistaken for the deliberate triple fault of the
+//! `triple-fault` scenario. That scenario instead loads an empty IDT ([`load_empty`]).
+#![allow(unsafe_code)] // reason: builds and loads the IDT; the handlers are assembly stubs.
+
+use core::arch::{asm, global_asm};
+use core::cell::UnsafeCell;
+
+const VECTORS: usize = 32;
+
+// One stub per vector pushes a uniform frame (vector, error code) and jumps to the common path,
+// which passes vector, error code, RIP and the frame to `probe_exception`. Vectors 8, 10-14, 17,
+// 21, 29 and 30 get an error code from the CPU; the others push a zero in its place.
+global_asm!(
+    r#"
+    .section .text.probe_isr, "ax", @progbits
+    .macro probe_isr_noerr n
+    .balign 16
+    probe_isr_\n:
+    pushq $0
+    pushq $\n
+    jmp probe_isr_common
+    .endm
+    .macro probe_isr_err n
+    .balign 16
+    probe_isr_\n:
+    pushq $\n
+    jmp probe_isr_common
+    .endm
+
+    probe_isr_noerr 0
+    probe_isr_noerr 1
+    probe_isr_noerr 2
+    probe_isr_noerr 3
+    probe_isr_noerr 4
+    probe_isr_noerr 5
+    probe_isr_noerr 6
+    probe_isr_noerr 7
+    probe_isr_err 8
+    probe_isr_noerr 9
+    probe_isr_err 10
+    probe_isr_err 11
+    probe_isr_err 12
+    probe_isr_err 13
+    probe_isr_err 14
+    probe_isr_noerr 15
+    probe_isr_noerr 16
+    probe_isr_err 17
+    probe_isr_noerr 18
+    probe_isr_noerr 19
+    probe_isr_noerr 20
+    probe_isr_err 21
+    probe_isr_noerr 22
+    probe_isr_noerr 23
+    probe_isr_noerr 24
+    probe_isr_noerr 25
+    probe_isr_noerr 26
+    probe_isr_noerr 27
+    probe_isr_noerr 28
+    probe_isr_err 29
+    probe_isr_err 30
+    probe_isr_noerr 31
+
+probe_isr_common:
+    movq (%rsp), %rdi
+    movq 8(%rsp), %rsi
+    movq 16(%rsp), %rdx
+    andq $-16, %rsp
+    call probe_exception
+4:
+    cli
+    hlt
+    jmp 4b
+
+    .section .rodata.probe_isr_table, "a", @progbits
+    .balign 8
+    .global probe_isr_table
+probe_isr_table:
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    .quad probe_isr_\n
+    .endr
+    .text
+"#,
+    options(att_syntax)
+);
+
+extern "C" {
+    static probe_isr_table: [u64; VECTORS];
+}
+
+#[repr(C, align(16))]
+struct Idt(UnsafeCell<[[u64; 2]; VECTORS]>);
+
+// SAFETY: only the boot CPU runs the probe and it writes the table once, before loading it.
+unsafe impl Sync for Idt {}
+
+static IDT: Idt = Idt(UnsafeCell::new([[0; 2]; VECTORS]));
+
+#[repr(C, packed)]
+struct Pointer {
+    limit: u16,
+    base: u64,
+}
+
+/// Installs handlers for all 32 exception vectors.
+pub fn init() {
+    let table = IDT.0.get();
+    // SAFETY: `probe_isr_table` is a read-only array defined in the assembly above.
+    let handlers = unsafe { &probe_isr_table };
+    for (vector, &handler) in handlers.iter().enumerate() {
+        let low = (handler & 0xffff)
+            | (u64::from(crate::start::CODE64_SELECTOR) << 16)
+            | (0x8E << 40)
+            | ((handler >> 16) & 0xffff) << 48;
+        let high = handler >> 32;
+        // SAFETY: single CPU, and the IDT is not loaded yet, so nothing else reads it now.
+        unsafe { (*table)[vector] = [low, high] };
+    }
+    let pointer = Pointer {
+        limit: (VECTORS * 16 - 1) as u16,
+        base: table as u64,
+    };
+    // SAFETY: the IDT is a static that lives for the whole run and holds valid gates.
+    unsafe { asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack, preserves_flags)) }
+}
+
+/// Loads an IDT with limit zero, so the next exception cannot be delivered: it escalates to a
+/// double fault, which cannot be delivered either, and the CPU shuts down (triple fault).
+pub fn load_empty() {
+    let pointer = Pointer { limit: 0, base: 0 };
+    // SAFETY: loading a zero-limit IDT is the intended effect; interrupts are disabled, so only
+    // an exception the caller raises deliberately will consult it.
+    unsafe { asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack, preserves_flags)) }
+}
+
+/// Raises an invalid-opcode exception (#UD). Not INT3: KVM without hardware virtualization
+/// (PVM) handles a breakpoint with an unusable IDT by retrying it forever instead of shutting
+/// the machine down.
+pub fn raise_invalid_opcode() {
+    // SAFETY: UD2 transfers control to the exception path; with the empty IDT loaded that ends
+    // the machine, otherwise the handler reports it and halts.
+    unsafe { asm!("ud2", options(nomem, nostack)) }
+}
+
+fn read_cr2() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) value, options(nomem, nostack, preserves_flags)) }
+    value
+}
+
+/// Called by the assembly stubs; reports the exception and halts.
+#[no_mangle]
+extern "C" fn probe_exception(vector: u64, error_code: u64, rip: u64) -> ! {
+    let out = crate::serial::error()
+        .s("exception vector=")
+        .dec(vector)
+        .s(" error-code=")
+        .hex(error_code)
+        .s(" rip=")
+        .hex(rip);
+    if vector == 14 {
+        out.s(" cr2=").hex(read_cr2()).nl();
+    } else {
+        out.nl();
+    }
+    crate::port::halt_forever()
+}
