@@ -490,3 +490,6 @@ pub fn plan_from_file(file: &IgvmFile, cfg: &VmConfig) -> Result<LaunchPlan> {
         host_data: cfg.host_data,
     })
 }
+
+#[cfg(test)]
+mod tests;

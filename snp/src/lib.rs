@@ -5,6 +5,8 @@
 
 pub mod hex;
 pub mod id_block;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod igvm_fixtures;
 pub mod igvm_plan;
 pub mod page_info;
 pub mod plan;

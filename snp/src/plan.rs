@@ -247,10 +247,7 @@ impl LaunchPlan {
             let mut padded = page.data.clone();
             padded.resize(PAGE_SIZE, 0);
             if let Some(last) = out.last_mut() {
-                let next = last
-                    .gpa
-                    .checked_add(last.data.len() as u64)
-                    .unwrap_or(u64::MAX);
+                let next = last.gpa.saturating_add(last.data.len() as u64);
                 if last.page_type == page.page_type && next == page.gpa {
                     last.data.extend_from_slice(&padded);
                     continue;
