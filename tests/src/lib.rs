@@ -2,3 +2,4 @@
 //! and reading its console.
 
 pub mod linux;
+pub mod probe;

@@ -1,0 +1,276 @@
+//! The probe guest in integration tests: boot it under `podvisor run` with a scenario, wait for
+//! the VMM to exit (killing it after a hard timeout), and read back what the probe reported.
+//!
+//! ```ignore
+//! use podvisor_tests::probe::{self, ProbeVm};
+//! if !probe::require_kvm() { return; }
+//! let run = ProbeVm::new("boot").cpus(2).memory_mib(256)
+//!     .run(env!("CARGO_BIN_EXE_podvisor"))
+//!     .unwrap_or_else(|e| panic!("{e}"));
+//! assert_eq!(run.exit_code(), Some(probe::EXIT_POWER_OFF), "{}", run.describe());
+//! assert_eq!(run.result_u64("cpus"), Some(2), "{}", run.describe());
+//! ```
+//!
+//! The probe's side of the protocol is documented in `guest/src/main.rs`: `PROBE-RESULT
+//! key=value` and `PROBE-ERROR text` lines on the serial console, the boot-progress marker
+//! bytes 0x01/0x02/0x03 on port 0x440, and how each scenario ends.
+
+use crate::linux::{tail, ConsoleVm, LinuxError};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+#[cfg(test)]
+mod tests;
+
+/// `podvisor run` exit statuses (see `podvisor run --help`).
+pub const EXIT_POWER_OFF: i32 = 0;
+pub const EXIT_INTERNAL_ERROR: i32 = 1;
+pub const EXIT_INVALID_CONFIG: i32 = 2;
+pub const EXIT_REBOOT: i32 = 3;
+pub const EXIT_TRIPLE_FAULT: i32 = 4;
+
+/// Boot-progress marker bytes the probe writes to port 0x440.
+pub const MARKER_ENTERED_RUST: u8 = 0x01;
+pub const MARKER_SCENARIO_START: u8 = 0x02;
+pub const MARKER_ENDING: u8 = 0x03;
+
+/// Default hard timeout of one run. Generous: on hosts where KVM emulates privileged
+/// instructions (PVM) a probe boot takes seconds, and the machine may be shared.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Errors of the probe fixture.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("running the VMM: {0}")]
+    Vm(#[from] LinuxError),
+    #[error(
+        "the VM did not exit within {timeout:?}; killed it.\n--- console (last lines) ---\n{console}\n--- stderr (last lines) ---\n{stderr}"
+    )]
+    Timeout {
+        timeout: Duration,
+        console: String,
+        stderr: String,
+    },
+}
+
+/// Path of the probe ELF, built by this crate's build script (`<target>/release/probe`).
+pub fn probe_path() -> PathBuf {
+    PathBuf::from(env!("PODVISOR_PROBE"))
+}
+
+/// Whether a test needing KVM should run: true if `/dev/kvm` exists. If it does not, the test
+/// is skipped (prints `SKIPPED: no /dev/kvm`, returns false) — unless `PODVISOR_REQUIRE_KVM=1`,
+/// in which case the calling test fails.
+#[allow(clippy::panic)] // reason: failing the calling test is the point when KVM is required.
+pub fn require_kvm() -> bool {
+    if Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    if crate::linux::kvm_required() {
+        panic!("/dev/kvm is missing and PODVISOR_REQUIRE_KVM=1");
+    }
+    println!("SKIPPED: no /dev/kvm");
+    false
+}
+
+/// One probe run to start: scenario, VM shape, extra `probe.*` keys and the timeout.
+#[derive(Debug, Clone)]
+pub struct ProbeVm {
+    scenario: String,
+    cpus: u32,
+    memory_mib: u64,
+    params: Vec<String>,
+    extra_args: Vec<String>,
+    timeout: Duration,
+}
+
+impl ProbeVm {
+    /// A run of `scenario` (`probe.run=NAME`) with 1 vCPU and 128 MiB.
+    pub fn new(scenario: &str) -> Self {
+        Self {
+            scenario: scenario.to_owned(),
+            cpus: 1,
+            memory_mib: 128,
+            params: Vec::new(),
+            extra_args: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Number of vCPUs (`--cpus`).
+    pub fn cpus(mut self, cpus: u32) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// Guest RAM in MiB (`--memory NM`).
+    pub fn memory_mib(mut self, mib: u64) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    /// Adds a `key=value` word to the guest command line, e.g. `param("probe.secs", 2)`.
+    pub fn param(mut self, key: &str, value: impl std::fmt::Display) -> Self {
+        self.params.push(format!("{key}={value}"));
+        self
+    }
+
+    /// Adds a raw `podvisor run` argument (for options the builder does not cover).
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra_args.push(arg.to_owned());
+        self
+    }
+
+    /// Hard timeout after which the VMM is killed (default [`DEFAULT_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The guest command line this run passes.
+    pub fn cmdline(&self) -> String {
+        let mut words = vec![format!("probe.run={}", self.scenario)];
+        words.extend(self.params.iter().cloned());
+        words.join(" ")
+    }
+
+    /// The `podvisor` arguments this run passes.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "run".to_owned(),
+            "--kernel".to_owned(),
+            probe_path().display().to_string(),
+            "--cmdline".to_owned(),
+            self.cmdline(),
+            "--cpus".to_owned(),
+            self.cpus.to_string(),
+            "--memory".to_owned(),
+            format!("{}M", self.memory_mib),
+            "--serial".to_owned(),
+            "stdout".to_owned(),
+        ];
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    /// Boots the probe with the `podvisor` binary at `podvisor` (in the root package's tests:
+    /// `env!("CARGO_BIN_EXE_podvisor")`) and waits for the VMM to exit.
+    pub fn run(&self, podvisor: impl AsRef<Path>) -> Result<ProbeRun, ProbeError> {
+        let mut vm = ConsoleVm::spawn(podvisor.as_ref(), &self.args())?;
+        match vm.wait_exit(self.timeout)? {
+            Some(status) => Ok(ProbeRun {
+                status,
+                elapsed: vm.elapsed(),
+                console: vm.console(),
+                stderr: vm.stderr(),
+            }),
+            None => {
+                vm.kill()?;
+                Err(ProbeError::Timeout {
+                    timeout: self.timeout,
+                    console: tail(&vm.console(), 40),
+                    stderr: tail(&vm.stderr(), 20),
+                })
+            }
+        }
+    }
+}
+
+/// A finished probe run.
+#[derive(Debug, Clone)]
+pub struct ProbeRun {
+    pub status: ExitStatus,
+    /// Wall time from spawning the VMM to its exit.
+    pub elapsed: Duration,
+    /// Everything the guest wrote to its serial console (`\r` removed).
+    pub console: String,
+    /// Everything the VMM wrote to stderr.
+    pub stderr: String,
+}
+
+impl ProbeRun {
+    /// The VMM's exit status, `None` if it died from a signal.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// All `PROBE-RESULT key=value` pairs (a repeated key keeps its last value).
+    pub fn results(&self) -> BTreeMap<String, String> {
+        parse_results(&self.console)
+    }
+
+    /// One result value.
+    pub fn result(&self, key: &str) -> Option<String> {
+        self.results().remove(key)
+    }
+
+    /// One result value as a number; `None` if missing or not a decimal number.
+    pub fn result_u64(&self, key: &str) -> Option<u64> {
+        self.result(key)?.parse().ok()
+    }
+
+    /// The text of every `PROBE-ERROR` line.
+    pub fn errors(&self) -> Vec<String> {
+        parse_errors(&self.console)
+    }
+
+    /// The boot-progress marker bytes the VMM saw, in order, from its `boot-timing` stderr line.
+    pub fn markers(&self) -> Vec<u8> {
+        parse_markers(&self.stderr)
+    }
+
+    /// A summary for assertion messages: exit status, console and stderr tails.
+    pub fn describe(&self) -> String {
+        format!(
+            "exit status {:?} after {:?}\n--- console (last lines) ---\n{}\n--- stderr (last lines) ---\n{}",
+            self.exit_code(),
+            self.elapsed,
+            tail(&self.console, 40),
+            tail(&self.stderr, 20)
+        )
+    }
+}
+
+/// Extracts `PROBE-RESULT key=value` pairs from console text. Tolerates bytes before the tag on
+/// the same line (another writer may not have ended its line); ignores lines without `=`.
+pub fn parse_results(console: &str) -> BTreeMap<String, String> {
+    let mut results = BTreeMap::new();
+    for line in console.lines() {
+        let Some(at) = line.find("PROBE-RESULT ") else {
+            continue;
+        };
+        let pair = line[at + "PROBE-RESULT ".len()..].trim();
+        if let Some((key, value)) = pair.split_once('=') {
+            if !key.is_empty() && !key.contains(char::is_whitespace) {
+                results.insert(key.to_owned(), value.to_owned());
+            }
+        }
+    }
+    results
+}
+
+/// The text after `PROBE-ERROR ` on every line that has it.
+pub fn parse_errors(console: &str) -> Vec<String> {
+    console
+        .lines()
+        .filter_map(|line| {
+            let at = line.find("PROBE-ERROR")?;
+            Some(line[at + "PROBE-ERROR".len()..].trim().to_owned())
+        })
+        .collect()
+}
+
+/// Marker bytes from the VMM's `boot-timing ... marker-XX-us=N ...` stderr line, in order.
+pub fn parse_markers(stderr: &str) -> Vec<u8> {
+    let Some(line) = stderr.lines().rev().find(|l| l.contains("boot-timing")) else {
+        return Vec::new();
+    };
+    line.split_whitespace()
+        .filter_map(|word| {
+            let hex = word.strip_prefix("marker-")?.split_once("-us=")?.0;
+            u8::from_str_radix(hex, 16).ok()
+        })
+        .collect()
+}
