@@ -7,8 +7,8 @@
 //!
 //! ```text
 //! 0x0000_0000 ..0x0000_0500   real-mode IVT + BIOS data area (RAM, left zero)
-//! 0x0000_0500 ..0x0000_0520   boot GDT (4 entries)                    GDT_START
-//! 0x0000_0520 ..0x0000_0528   boot IDT (empty, limit 0)               IDT_START
+//! 0x0000_0500 ..0x0000_0528   boot GDT (5 entries)                    GDT_START
+//! 0x0000_0530 ..0x0000_0538   boot IDT (empty, limit 0)               IDT_START
 //! 0x0000_6000 ..0x0000_7000   PVH hvm_start_info, module list, memmap PVH_INFO_START ..
 //! 0x0000_7000 ..0x0000_8000   Linux boot_params ("zero page")         ZERO_PAGE_START
 //! 0x0000_8000 ..0x0000_8ff0   boot stack (grows down)                 BOOT_STACK_POINTER
@@ -24,6 +24,7 @@
 //!     0xe000_0000..0xf000_0000  PCI ECAM (MMCONFIG, buses 0..255)     PCI_MMCONFIG_START
 //!     0xfec0_0000               IOAPIC                                IOAPIC_START
 //!     0xfee0_0000               local APIC                            LAPIC_START
+//!     0xfffb_c000..0xfffc_0000  KVM identity-map page + TSS pages     KVM_IDENTITY_MAP_ADDRESS
 //! 0x1_0000_0000 ..            RAM that did not fit below the hole     HIGH_RAM_START
 //! ```
 //!
@@ -35,10 +36,13 @@ use std::ops::Range;
 /// Start of the real-mode interrupt vector table; RAM from here is visible in e820.
 pub const LOW_RAM_START: u64 = 0x0;
 
-/// The GDT the VMM installs for 64-bit and 32-bit direct boot: null, code64, data, TSS.
+/// The GDT the VMM installs for direct boot: two null entries, code (selector 0x10, Linux's
+/// `__BOOT_CS`), data (0x18, `__BOOT_DS`), TSS (0x20).
 pub const GDT_START: u64 = 0x500;
+/// Number of 8-byte descriptors at [`GDT_START`].
+pub const GDT_ENTRIES: u64 = 5;
 /// The IDT the VMM installs: empty (limit 0), so any early exception triple-faults visibly.
-pub const IDT_START: u64 = 0x520;
+pub const IDT_START: u64 = 0x530;
 
 /// PVH `hvm_start_info` (xen/include/public/arch-x86/hvm/start_info.h), passed in EBX.
 pub const PVH_INFO_START: u64 = 0x6000;
@@ -102,6 +106,11 @@ pub const IOAPIC_SIZE: u64 = 0x1000;
 pub const LAPIC_START: u64 = 0xfee0_0000;
 pub const LAPIC_SIZE: u64 = 0x1000;
 
+/// KVM's three-page TSS area and its identity-map page (used by Intel hosts for real mode),
+/// parked in the hole just below the firmware area where nothing else lives.
+pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
+pub const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
+
 /// Guest RAM above the hole starts at 4 GiB.
 pub const HIGH_RAM_START: u64 = MMIO32_END;
 
@@ -116,13 +125,27 @@ pub const COM1_IRQ: u32 = 4;
 /// The boot-progress marker port (one-byte writes, see `devices::legacy`).
 pub const BOOT_MARKER_PORT: u16 = 0x440;
 
+// The fixed addresses above must keep their order; checked at compile time.
+const _: () = {
+    assert!(PDE_START + PDE_COUNT * 0x1000 <= CMDLINE_START);
+    assert!(MMIO32_START < PCI_MMCONFIG_START);
+    assert!(PCI_MMCONFIG_START + PCI_MMCONFIG_SIZE <= IOAPIC_START);
+    assert!(IOAPIC_START + IOAPIC_SIZE <= LAPIC_START);
+    assert!(LAPIC_START + LAPIC_SIZE <= KVM_IDENTITY_MAP_ADDRESS);
+    assert!(KVM_IDENTITY_MAP_ADDRESS + 0x1000 == KVM_TSS_ADDRESS);
+    assert!(KVM_TSS_ADDRESS + 0x3000 <= MMIO32_END);
+    assert!(RSDP_ADDR % 16 == 0);
+    assert!(PVH_MEMMAP_MAX_ENTRIES >= 16);
+};
+
 /// Guest RAM for a VM of `mem_size` bytes, as (start, length) ranges in address order.
 ///
 /// RAM below [`MMIO32_START`] comes first; whatever does not fit continues at
 /// [`HIGH_RAM_START`]. Returns `None` if the high range would overflow the address space.
 pub fn ram_ranges(mem_size: u64) -> Option<Vec<Range<u64>>> {
     let low = mem_size.min(MMIO32_START);
-    let mut ranges = vec![LOW_RAM_START..low];
+    let mut ranges = Vec::with_capacity(2);
+    ranges.push(LOW_RAM_START..low);
     let high = mem_size - low;
     if high > 0 {
         let end = HIGH_RAM_START.checked_add(high)?;
@@ -143,7 +166,7 @@ mod tests {
     #[test]
     fn boot_structures_do_not_overlap() {
         let mut areas = [
-            (GDT_START, GDT_START + 4 * 8),
+            (GDT_START, GDT_START + GDT_ENTRIES * 8),
             (IDT_START, IDT_START + 8),
             (PVH_INFO_START, PVH_MODLIST_START),
             (PVH_MODLIST_START, PVH_MEMMAP_START),
@@ -165,17 +188,6 @@ mod tests {
             );
         }
         assert!(areas.iter().all(|a| a.1 <= HIMEM_START));
-        assert!(PDE_START + PDE_COUNT * 0x1000 <= 0xf000);
-    }
-
-    #[test]
-    fn mmio_hole_holds_the_platform_devices() {
-        assert!(MMIO32_START < PCI_MMCONFIG_START);
-        assert!(PCI_MMCONFIG_START + PCI_MMCONFIG_SIZE <= IOAPIC_START);
-        assert!(IOAPIC_START + IOAPIC_SIZE <= LAPIC_START);
-        assert!(LAPIC_START + LAPIC_SIZE <= MMIO32_END);
-        assert_eq!(RSDP_ADDR % 16, 0);
-        assert!(PVH_MEMMAP_MAX_ENTRIES >= 16);
     }
 
     #[test]

@@ -5,4 +5,12 @@
 //! `api-server → vmm → {devices, snp}`.
 
 pub mod acpi;
+pub mod boot;
+pub mod clock;
+pub mod config;
+pub mod cpu;
+pub mod exit;
 pub mod layout;
+pub mod memory;
+pub mod vcpu;
+pub mod vm;

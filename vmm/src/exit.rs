@@ -1,0 +1,79 @@
+//! How a VM run ended, and the process exit status each ending maps to.
+//!
+//! The statuses are a fixed contract with scripts and shims (documented in `podvisor run
+//! --help` and docs/ARCHITECTURE.md):
+//!
+//! | status | meaning |
+//! | --- | --- |
+//! | 0 | the guest powered off (ACPI sleep, `KVM_SYSTEM_EVENT_SHUTDOWN`) |
+//! | 1 | VMM internal error, including KVM internal errors and emulation failures |
+//! | 2 | invalid configuration or arguments |
+//! | 3 | the guest asked for a reboot (ACPI reset, keyboard controller, `KVM_SYSTEM_EVENT_RESET`) |
+//! | 4 | triple fault (`KVM_EXIT_SHUTDOWN`) |
+
+use std::fmt;
+
+/// Guest powered off.
+pub const EXIT_POWER_OFF: u8 = 0;
+/// Something failed inside the VMM or KVM.
+pub const EXIT_INTERNAL_ERROR: u8 = 1;
+/// The configuration or the command line was refused.
+pub const EXIT_INVALID_CONFIG: u8 = 2;
+/// Guest asked for a reboot; a supervisor may start a fresh VM.
+pub const EXIT_REBOOT: u8 = 3;
+/// A vCPU triple-faulted.
+pub const EXIT_TRIPLE_FAULT: u8 = 4;
+
+/// Why a running VM stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    PowerOff,
+    Reboot,
+    /// `KVM_EXIT_SHUTDOWN` on the given vCPU.
+    TripleFault {
+        vcpu: u32,
+    },
+    /// The VMM could not keep the guest running: a KVM internal error, an emulation failure,
+    /// a failed ioctl. The text says which vCPU and what happened.
+    InternalError(String),
+}
+
+impl ExitReason {
+    /// The process exit status for this ending.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ExitReason::PowerOff => EXIT_POWER_OFF,
+            ExitReason::Reboot => EXIT_REBOOT,
+            ExitReason::TripleFault { .. } => EXIT_TRIPLE_FAULT,
+            ExitReason::InternalError(_) => EXIT_INTERNAL_ERROR,
+        }
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::PowerOff => f.write_str("guest powered off"),
+            ExitReason::Reboot => f.write_str("guest requested a reboot"),
+            ExitReason::TripleFault { vcpu } => write!(f, "vCPU {vcpu} triple-faulted"),
+            ExitReason::InternalError(what) => write!(f, "internal error: {what}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_ending_has_its_own_status() {
+        let codes = [
+            ExitReason::PowerOff.exit_code(),
+            ExitReason::InternalError("x".into()).exit_code(),
+            EXIT_INVALID_CONFIG,
+            ExitReason::Reboot.exit_code(),
+            ExitReason::TripleFault { vcpu: 0 }.exit_code(),
+        ];
+        assert_eq!(codes, [0, 1, 2, 3, 4]);
+    }
+}

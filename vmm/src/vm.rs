@@ -1,0 +1,376 @@
+//! One VM on KVM: built from a validated [`VmConfig`], run until it ends, reported as an
+//! [`ExitReason`].
+//!
+//! [`Vm::build`] does all the fallible work up front (KVM VM, irqchip and PIT, RAM, ACPI
+//! tables, kernel, devices, vCPU state) so that a bad configuration never starts a vCPU.
+//! [`Vm::run`] is the `vmm` control loop: it starts the `vcpuN` threads, waits for the first
+//! event that ends the VM (a device's [`GuestRequest`], a vCPU exit), then stops and joins
+//! every vCPU. Later, API commands arrive on the same loop.
+
+use std::io::Write;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use devices::bus::{Bus, BusError};
+use devices::legacy::{acpi_pm, boot_marker, i8042, serial};
+use devices::{GuestRequest, GuestRequestHandler};
+use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Cap, Kvm, VmFd};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::acpi::{self, AcpiConfig};
+use crate::boot::{self, BootError, BootSource};
+use crate::clock::BootClock;
+use crate::config::{ConfigError, HostLimits, SerialOutput, VmConfig};
+use crate::cpu::{self, CpuError, VcpuSetup};
+use crate::exit::{ExitReason, EXIT_INTERNAL_ERROR, EXIT_INVALID_CONFIG};
+use crate::layout;
+use crate::memory::{self, MemoryError};
+use crate::vcpu::{self, RunControl, Vcpu, VcpuError, VmEvent};
+
+/// How often stragglers are kicked again while the VM stops.
+const KICK_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Errors building or running a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("cannot open /dev/kvm: {0}")]
+    OpenKvm(kvm_ioctls::Error),
+    #[error("KVM lacks {0}, which podvisor needs")]
+    MissingCapability(&'static str),
+    #[error("cannot read host limits: {0}")]
+    HostLimits(std::io::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{op} failed: {source}")]
+    Kvm {
+        op: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error("ACPI tables: {0}")]
+    Acpi(#[from] acpi::AcpiError),
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error("cannot open serial output file {path:?}: {source}")]
+    SerialFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create the {what} eventfd: {source}")]
+    EventFd {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("serial port: {0}")]
+    Serial(#[from] serial::SerialError),
+    #[error("cannot place the {what} on the I/O bus: {source}")]
+    Bus {
+        what: &'static str,
+        source: BusError,
+    },
+    #[error(transparent)]
+    Cpu(#[from] CpuError),
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    #[error("all vCPU threads ended without a reason")]
+    VcpusVanished,
+}
+
+impl VmError {
+    /// The process exit status for this failure: 2 if the user's input is at fault, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            VmError::Config(_) | VmError::SerialFile { .. } => EXIT_INVALID_CONFIG,
+            VmError::Boot(e) if e.is_config_error() => EXIT_INVALID_CONFIG,
+            _ => EXIT_INTERNAL_ERROR,
+        }
+    }
+}
+
+fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Kvm { op, source }
+}
+
+/// A built, not yet running VM.
+pub struct Vm {
+    // Field order matters for drop: vCPU fds go before the VM fd, RAM last.
+    vcpus: Vec<Vcpu>,
+    _vm_fd: VmFd,
+    _kvm: Kvm,
+    _memory: GuestMemoryMmap,
+    control: Arc<RunControl>,
+    clock: Arc<BootClock>,
+    events: Receiver<VmEvent>,
+    /// Interrupt eventfds registered as irqfds, kept for the VM's lifetime.
+    _irqfds: Vec<EventFd>,
+}
+
+impl Vm {
+    /// Opens KVM, validates `config` against this host and builds the whole VM.
+    pub fn build(config: &VmConfig) -> Result<Self, VmError> {
+        let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+        for (cap, name) in [
+            (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+            (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+            (Cap::Irqfd, "KVM_CAP_IRQFD"),
+            (Cap::Pit2, "KVM_CAP_PIT2"),
+        ] {
+            if !kvm.check_extension(cap) {
+                return Err(VmError::MissingCapability(name));
+            }
+        }
+        let host = HostLimits::probe(kvm.get_max_vcpus()).map_err(VmError::HostLimits)?;
+        config.validate(&host)?;
+
+        let vm_fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        create_platform(&vm_fd)?;
+        let memory = memory::create_guest_memory(config.memory)?;
+        memory::register_with_kvm(&vm_fd, &memory)?;
+
+        let acpi_config = AcpiConfig {
+            vcpus: config.vcpus,
+            serial: config.serial != SerialOutput::Off,
+        };
+        let rsdp = acpi::create_acpi_tables(&memory, &acpi_config)?;
+        let entry = boot::load(
+            &memory,
+            &BootSource {
+                kernel: &config.kernel,
+                initramfs: config.initramfs.as_deref(),
+                cmdline: &config.cmdline,
+                mem_size: config.memory,
+                rsdp: Some(rsdp.0),
+            },
+        )?;
+
+        let (tx, rx) = mpsc::channel();
+        let control = Arc::new(RunControl::default());
+        let markers = boot_marker::BootMarkerLog::new();
+        let clock = Arc::new(BootClock::new(markers.clone()));
+        let (pio, irqfds) = build_pio_bus(&vm_fd, config, &control, &tx, markers)?;
+        let mmio = Bus::new();
+
+        let supported_cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let msr_list = kvm
+            .get_msr_index_list()
+            .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?;
+        let mut vcpus = Vec::new();
+        for index in 0..config.vcpus {
+            let fd = vm_fd
+                .create_vcpu(u64::from(index))
+                .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+            cpu::configure(
+                &fd,
+                &VcpuSetup {
+                    index,
+                    count: config.vcpus,
+                    supported_cpuid: &supported_cpuid,
+                    supported_msrs: msr_list.as_slice(),
+                    boot: (index == 0).then_some((&memory, entry)),
+                },
+            )?;
+            vcpus.push(Vcpu {
+                index,
+                fd,
+                pio: pio.clone(),
+                mmio: mmio.clone(),
+                control: control.clone(),
+                events: tx.clone(),
+                clock: clock.clone(),
+            });
+        }
+        log::info!(
+            "VM built: {} vCPU(s), {} MiB, entry {entry:x?}",
+            config.vcpus,
+            config.memory >> 20
+        );
+        Ok(Self {
+            vcpus,
+            _vm_fd: vm_fd,
+            _kvm: kvm,
+            _memory: memory,
+            control,
+            clock,
+            events: rx,
+            _irqfds: irqfds,
+        })
+    }
+
+    /// The boot timeline, live while the VM runs.
+    pub fn clock(&self) -> Arc<BootClock> {
+        self.clock.clone()
+    }
+
+    /// Runs the VM to its end. Returns why it ended; `Err` only if it could not start.
+    pub fn run(mut self) -> Result<ExitReason, VmError> {
+        vcpu::install_kick_handler()?;
+        let mut threads: Vec<(u32, JoinHandle<()>)> = Vec::new();
+        let mut start_error = None;
+        for vcpu in self.vcpus.drain(..) {
+            let index = vcpu.index;
+            match vcpu.spawn() {
+                Ok(handle) => threads.push((index, handle)),
+                Err(e) => {
+                    start_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let reason = match start_error {
+            Some(_) => None,
+            None => self.wait_for_end(threads.len()),
+        };
+        self.stop_all(&threads);
+        for (index, handle) in threads {
+            if handle.join().is_err() {
+                log::error!("vcpu{index} thread panicked");
+            }
+        }
+        self.clock.record_exit(Instant::now());
+        if let Some(e) = start_error {
+            return Err(e.into());
+        }
+        reason.ok_or(VmError::VcpusVanished)
+    }
+
+    /// Blocks until something ends the VM.
+    fn wait_for_end(&self, mut running: usize) -> Option<ExitReason> {
+        while running > 0 {
+            match self.events.recv().ok()? {
+                VmEvent::Guest(GuestRequest::PowerOff) => return Some(ExitReason::PowerOff),
+                VmEvent::Guest(GuestRequest::Reset) => return Some(ExitReason::Reboot),
+                VmEvent::Exit { reason, .. } => return Some(reason),
+                VmEvent::Stopped { index } => {
+                    log::warn!("vcpu{index} stopped without a reason");
+                    running -= 1;
+                }
+            }
+        }
+        None
+    }
+
+    /// Sets the stop flag and kicks vCPUs until every thread has reported it stopped.
+    fn stop_all(&self, threads: &[(u32, JoinHandle<()>)]) {
+        self.control.request_stop();
+        let mut stopped = vec![false; threads.len()];
+        let pos = |index: u32| threads.iter().position(|(i, _)| *i == index);
+        loop {
+            vcpu::kick(threads, |index| pos(index).is_some_and(|p| !stopped[p]));
+            match self.events.recv_timeout(KICK_INTERVAL) {
+                Ok(VmEvent::Stopped { index }) => {
+                    if let Some(p) = pos(index) {
+                        stopped[p] = true;
+                    }
+                }
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if stopped.iter().all(|s| *s) {
+                break;
+            }
+        }
+    }
+}
+
+/// In-kernel interrupt controllers and PIT, plus the addresses KVM needs on Intel hosts.
+fn create_platform(vm_fd: &VmFd) -> Result<(), VmError> {
+    vm_fd
+        .set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDRESS)
+        .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
+    vm_fd
+        .set_tss_address(layout::KVM_TSS_ADDRESS as usize)
+        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+    vm_fd
+        .create_irq_chip()
+        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm_fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))
+}
+
+/// The legacy devices on the port bus: COM1 (unless off), the boot-marker port, the ACPI PM
+/// registers and the i8042. Guest power-off/reset requests stop the vCPUs at once and are
+/// forwarded to the control loop.
+fn build_pio_bus(
+    vm_fd: &VmFd,
+    config: &VmConfig,
+    control: &Arc<RunControl>,
+    tx: &Sender<VmEvent>,
+    markers: boot_marker::BootMarkerLog,
+) -> Result<(Bus, Vec<EventFd>), VmError> {
+    let mut bus = Bus::new();
+    let mut irqfds = Vec::new();
+    let bus_err = |what| move |source| VmError::Bus { what, source };
+    let request_tx = Mutex::new(tx.clone());
+    let request_control = control.clone();
+    let on_request: GuestRequestHandler = Arc::new(move |request| {
+        request_control.request_stop();
+        let tx = request_tx.lock().unwrap_or_else(|e| e.into_inner());
+        // A closed channel means the VM is already stopping.
+        let _ = tx.send(VmEvent::Guest(request));
+    });
+
+    if let Some(out) = serial_writer(&config.serial)? {
+        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmError::EventFd {
+            what: "serial interrupt",
+            source,
+        })?;
+        let (uart, irq) = serial::Serial::with_interrupt_clone(irq, out)?;
+        vm_fd
+            .register_irqfd(&irq, serial::COM1_IRQ)
+            .map_err(kvm_err("KVM_IRQFD (COM1)"))?;
+        irqfds.push(irq);
+        bus.insert(
+            Arc::new(Mutex::new(uart)),
+            u64::from(serial::COM1_PORT),
+            u64::from(serial::SERIAL_PORT_LEN),
+        )
+        .map_err(bus_err("serial port"))?;
+    }
+    bus.insert(
+        Arc::new(Mutex::new(boot_marker::BootMarkerPort::new(
+            crate::clock::start(),
+            markers,
+        ))),
+        u64::from(boot_marker::BOOT_MARKER_PORT),
+        u64::from(boot_marker::BOOT_MARKER_PORT_LEN),
+    )
+    .map_err(bus_err("boot marker port"))?;
+    bus.insert(
+        Arc::new(Mutex::new(acpi_pm::AcpiPm::new(on_request.clone()))),
+        u64::from(acpi_pm::ACPI_PM_PORT),
+        u64::from(acpi_pm::ACPI_PM_PORT_LEN),
+    )
+    .map_err(bus_err("ACPI PM registers"))?;
+    bus.insert(
+        Arc::new(Mutex::new(i8042::I8042::new(on_request))),
+        u64::from(i8042::I8042_PORT),
+        u64::from(i8042::I8042_PORT_LEN),
+    )
+    .map_err(bus_err("i8042"))?;
+    Ok((bus, irqfds))
+}
+
+fn serial_writer(out: &SerialOutput) -> Result<Option<Box<dyn Write + Send>>, VmError> {
+    Ok(match out {
+        SerialOutput::Off => None,
+        SerialOutput::Stdout => Some(Box::new(std::io::stdout())),
+        SerialOutput::File(path) => {
+            Some(Box::new(std::fs::File::create(path).map_err(|source| {
+                VmError::SerialFile {
+                    path: path.clone(),
+                    source,
+                }
+            })?))
+        }
+    })
+}
