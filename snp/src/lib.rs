@@ -8,6 +8,7 @@ pub mod id_block;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod igvm_fixtures;
 pub mod igvm_plan;
+pub mod launch;
 pub mod page_info;
 pub mod plan;
 pub mod policy;

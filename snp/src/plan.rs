@@ -240,7 +240,7 @@ pub struct LaunchPlan {
 
 impl LaunchPlan {
     /// Consecutive pages of the same type at consecutive GPAs merged into launch ranges, in
-    /// order. Merging never reorders pages, so the digest is unchanged.
+    /// order (CPUID pages excepted). Merging never reorders pages, so the digest is unchanged.
     pub fn ranges(&self) -> Vec<LaunchRange> {
         let mut out: Vec<LaunchRange> = Vec::new();
         for page in &self.pages {
@@ -248,7 +248,11 @@ impl LaunchPlan {
             padded.resize(PAGE_SIZE, 0);
             if let Some(last) = out.last_mut() {
                 let next = last.gpa.saturating_add(last.data.len() as u64);
-                if last.page_type == page.page_type && next == page.gpa {
+                // CPUID pages stay single so a rejected table can be retried on its own.
+                if last.page_type == page.page_type
+                    && page.page_type != PageType::Cpuid
+                    && next == page.gpa
+                {
                     last.data.extend_from_slice(&padded);
                     continue;
                 }

@@ -137,7 +137,8 @@ fn ranges_merge_without_reordering() {
             (0x1000, PageType::Normal, 3),
             (0x4000, PageType::Unmeasured, 1),
             (0x5000, PageType::Secrets, 1),
-            (0x6000, PageType::Cpuid, 2),
+            (0x6000, PageType::Cpuid, 1),
+            (0x7000, PageType::Cpuid, 1),
             (fx::AREA0_GPA, PageType::Unmeasured, 3),
         ]
     );
