@@ -9,6 +9,7 @@ pub mod id_block;
 pub mod igvm_fixtures;
 pub mod igvm_plan;
 pub mod launch;
+pub mod ovmf;
 pub mod page_info;
 pub mod plan;
 pub mod policy;
