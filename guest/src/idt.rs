@@ -6,7 +6,14 @@
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
 
-const VECTORS: usize = 32;
+/// CPU exception vectors, each with a reporting handler.
+const EXCEPTIONS: usize = 32;
+/// The IDT covers every vector so the spurious-interrupt vector (0xFF) has a gate.
+const VECTORS: usize = 256;
+/// Vector of the local APIC timer tick ([`crate::lapic`]).
+pub const TIMER_VECTOR: u8 = 0x20;
+/// Spurious-interrupt vector programmed into the local APIC.
+pub const SPURIOUS_VECTOR: u8 = 0xFF;
 
 // One stub per vector pushes a uniform frame (vector, error code) and jumps to the common path,
 // which passes vector, error code, RIP and the frame to `probe_exception`. Vectors 8, 10-14, 17,
@@ -72,6 +79,22 @@ probe_isr_common:
     hlt
     jmp 4b
 
+    /* Local APIC timer: acknowledge (EOI) and return; the waiting code re-checks its clock. */
+    .balign 16
+    .global probe_isr_timer
+probe_isr_timer:
+    pushq %rax
+    movq probe_lapic_eoi(%rip), %rax
+    movl $0, (%rax)
+    popq %rax
+    iretq
+
+    /* Spurious interrupts need no EOI. */
+    .balign 16
+    .global probe_isr_spurious
+probe_isr_spurious:
+    iretq
+
     .section .rodata.probe_isr_table, "a", @progbits
     .balign 8
     .global probe_isr_table
@@ -85,7 +108,28 @@ probe_isr_table:
 );
 
 extern "C" {
-    static probe_isr_table: [u64; VECTORS];
+    static probe_isr_table: [u64; EXCEPTIONS];
+    fn probe_isr_timer();
+    fn probe_isr_spurious();
+}
+
+/// Address of the local APIC EOI register, read by the timer stub; set by [`crate::lapic`]
+/// before it enables the timer.
+#[no_mangle]
+static probe_lapic_eoi: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Tells the timer stub where the EOI register is.
+pub fn set_eoi_address(addr: u64) {
+    probe_lapic_eoi.store(addr, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// A 64-bit interrupt gate (present, DPL 0, type 0xE) to `handler`.
+fn gate(handler: u64) -> [u64; 2] {
+    let low = (handler & 0xffff)
+        | (u64::from(crate::start::CODE64_SELECTOR) << 16)
+        | (0x8E << 40)
+        | ((handler >> 16) & 0xffff) << 48;
+    [low, handler >> 32]
 }
 
 #[repr(C, align(16))]
@@ -102,19 +146,24 @@ struct Pointer {
     base: u64,
 }
 
-/// Installs handlers for all 32 exception vectors.
+/// Installs handlers for the 32 exception vectors, the APIC timer and the spurious vector.
+/// Other vectors stay not-present: an unexpected interrupt becomes a reported #NP.
 pub fn init() {
     let table = IDT.0.get();
     // SAFETY: `probe_isr_table` is a read-only array defined in the assembly above.
     let handlers = unsafe { &probe_isr_table };
-    for (vector, &handler) in handlers.iter().enumerate() {
-        let low = (handler & 0xffff)
-            | (u64::from(crate::start::CODE64_SELECTOR) << 16)
-            | (0x8E << 40)
-            | ((handler >> 16) & 0xffff) << 48;
-        let high = handler >> 32;
+    let extra = [
+        (TIMER_VECTOR, probe_isr_timer as *const () as u64),
+        (SPURIOUS_VECTOR, probe_isr_spurious as *const () as u64),
+    ];
+    let all = handlers
+        .iter()
+        .enumerate()
+        .map(|(v, &h)| (v, h))
+        .chain(extra.iter().map(|&(v, h)| (usize::from(v), h)));
+    for (vector, handler) in all {
         // SAFETY: single CPU, and the IDT is not loaded yet, so nothing else reads it now.
-        unsafe { (*table)[vector] = [low, high] };
+        unsafe { (*table)[vector] = gate(handler) };
     }
     let pointer = Pointer {
         limit: (VECTORS * 16 - 1) as u16,

@@ -44,6 +44,7 @@ mod acpi;
 mod clock;
 mod cmdline;
 mod idt;
+mod lapic;
 mod marker;
 mod mem;
 mod phys;

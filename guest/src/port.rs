@@ -95,3 +95,23 @@ pub fn wrmsr(msr: u32, value: u64) {
         )
     }
 }
+
+/// Reads a model-specific register (only architectural ones that always exist).
+pub fn rdmsr(msr: u32) -> u64 {
+    let lo: u32;
+    let hi: u32;
+    // SAFETY: RDMSR only writes EDX:EAX; callers pass MSRs that exist on every x86_64 CPU.
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    }
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Enables interrupts and halts until the next one, then disables them again. STI delays
+/// interrupt delivery by one instruction, so no interrupt can slip in before the HLT and leave
+/// it sleeping.
+pub fn wait_for_interrupt() {
+    // SAFETY: the IDT has gates for every interrupt source the probe enables (APIC timer,
+    // spurious vector); the handlers save what they use and return with IRETQ.
+    unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) }
+}

@@ -1,10 +1,15 @@
 //! `idle`: stays alive for `probe.secs=N` seconds (default 1), then powers off. Gives tests and
 //! benchmarks a running guest to observe (API state, memory use) for a known time.
 //!
-//! Results: `clock=NAME` (time source used) and `idle-ms=N` (time actually waited).
+//! The wait sleeps in HLT, woken by a periodic local APIC timer tick, so an idle guest costs the
+//! host (nearly) no CPU; without a local APIC it falls back to spinning.
+//!
+//! Results: `clock=NAME` (time source used), `idle-wait=hlt|spin`, and `idle-ms=N` (time
+//! actually waited).
 
 use super::Context;
 use crate::clock::Clock;
+use crate::lapic::Ticker;
 use crate::power::Ending;
 use crate::serial::{error, result};
 
@@ -33,6 +38,10 @@ pub fn run(ctx: &Context) -> Ending {
         }
     };
     result("clock").s(clock.name()).nl();
+    let ticker = Ticker::start();
+    result("idle-wait")
+        .s(if ticker.is_some() { "hlt" } else { "spin" })
+        .nl();
     let start = clock.now_ns();
     let wait = secs * 1_000_000_000;
     loop {
@@ -41,7 +50,10 @@ pub fn run(ctx: &Context) -> Ending {
             result("idle-ms").dec(elapsed / 1_000_000).nl();
             break;
         }
-        crate::port::spin_hint();
+        match &ticker {
+            Some(t) => t.wait(),
+            None => crate::port::spin_hint(),
+        }
     }
     Ending::PowerOff
 }
