@@ -1,0 +1,141 @@
+//! Boots the probe guest under `podvisor run` and checks what it reports from inside the VM:
+//! the vCPUs and RAM the VMM described (MADT, PVH memory map), and the exit status of each way a
+//! guest can end its run (ACPI power-off, reset, triple fault).
+
+use podvisor_tests::probe::{
+    self, ProbeRun, ProbeVm, EXIT_POWER_OFF, EXIT_REBOOT, EXIT_TRIPLE_FAULT, MARKER_ENDING,
+    MARKER_ENTERED_RUST, MARKER_SCENARIO_START,
+};
+
+const PODVISOR: &str = env!("CARGO_BIN_EXE_podvisor");
+
+fn run(vm: ProbeVm) -> ProbeRun {
+    vm.run(PODVISOR).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn assert_clean(run: &ProbeRun, expected_exit: i32) {
+    assert_eq!(run.exit_code(), Some(expected_exit), "{}", run.describe());
+    assert!(
+        run.errors().is_empty(),
+        "probe errors: {:?}\n{}",
+        run.errors(),
+        run.describe()
+    );
+}
+
+/// The markers, when the VMM reports them, show the probe reached Rust, ran the scenario and
+/// asked for the end, in that order.
+fn assert_markers(run: &ProbeRun) {
+    let markers = run.markers();
+    let wanted = [MARKER_ENTERED_RUST, MARKER_SCENARIO_START, MARKER_ENDING];
+    let mut seen = markers.iter().filter(|m| wanted.contains(m));
+    assert!(
+        wanted.iter().all(|w| seen.next() == Some(w)),
+        "markers {markers:02x?}, wanted {wanted:02x?} in order\n{}",
+        run.describe()
+    );
+}
+
+fn boot_reports(cpus: u32, memory_mib: u64) {
+    if !probe::require_kvm() {
+        return;
+    }
+    let run = run(ProbeVm::new("boot").cpus(cpus).memory_mib(memory_mib));
+    assert_clean(&run, EXIT_POWER_OFF);
+    assert_eq!(
+        run.result_u64("cpus"),
+        Some(u64::from(cpus)),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(
+        run.result_u64("ram-mib"),
+        Some(memory_mib),
+        "{}",
+        run.describe()
+    );
+    let bytes = run.result_u64("ram-bytes").unwrap_or(0);
+    assert!(
+        bytes > (memory_mib - 1) << 20 && bytes <= memory_mib << 20,
+        "ram-bytes {bytes} for {memory_mib} MiB\n{}",
+        run.describe()
+    );
+    assert_markers(&run);
+}
+
+#[test]
+fn boot_1_cpu_128_mib() {
+    boot_reports(1, 128);
+}
+
+#[test]
+fn boot_2_cpus_512_mib() {
+    boot_reports(2, 512);
+}
+
+#[test]
+fn boot_4_cpus_2_gib() {
+    boot_reports(4, 2048);
+}
+
+#[test]
+fn power_off_exits_0() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let run = run(ProbeVm::new("poweroff"));
+    assert_clean(&run, EXIT_POWER_OFF);
+    assert_markers(&run);
+}
+
+#[test]
+fn reboot_exits_3() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let run = run(ProbeVm::new("reboot").cpus(2));
+    assert_clean(&run, EXIT_REBOOT);
+    assert_markers(&run);
+}
+
+#[test]
+fn triple_fault_exits_4() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let run = run(ProbeVm::new("triple-fault"));
+    assert_clean(&run, EXIT_TRIPLE_FAULT);
+    assert!(
+        run.console.contains("probe: triple fault"),
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn idle_waits_then_powers_off() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let secs = 2;
+    let run = run(ProbeVm::new("idle").param("probe.secs", secs));
+    assert_clean(&run, EXIT_POWER_OFF);
+    let idled = run.result_u64("idle-ms").unwrap_or(0);
+    assert!(idled >= secs * 1000, "idle-ms={idled}\n{}", run.describe());
+    assert!(run.elapsed.as_secs() >= secs, "{}", run.describe());
+}
+
+#[test]
+fn unknown_scenario_is_reported_and_powers_off() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let run = run(ProbeVm::new("no-such-scenario"));
+    assert_eq!(run.exit_code(), Some(EXIT_POWER_OFF), "{}", run.describe());
+    assert_eq!(
+        run.errors(),
+        vec!["unknown scenario no-such-scenario".to_owned()],
+        "{}",
+        run.describe()
+    );
+}
