@@ -9,6 +9,8 @@ use podvisor_tests::probe::{
 
 const PODVISOR: &str = env!("CARGO_BIN_EXE_podvisor");
 
+/// Runs the VM; a VM that cannot be run or times out fails the test with its console shown.
+#[allow(clippy::panic)] // reason: test helper; the panic is the test failure.
 fn run(vm: ProbeVm) -> ProbeRun {
     vm.run(PODVISOR).unwrap_or_else(|e| panic!("{e}"))
 }
