@@ -51,6 +51,13 @@ pub enum IgvmPlanError {
     /// The file is larger than any utility VM image should be.
     #[error("IGVM file is {0} bytes, more than the {max} byte limit", max = MAX_FILE_SIZE)]
     TooLarge(usize),
+    /// The file cannot be read.
+    #[error("cannot read IGVM file {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The `igvm` crate refused the file (bad header, checksum, layout).
     #[error("invalid IGVM file: {0}")]
     Parse(#[from] igvm::Error),
@@ -360,6 +367,21 @@ impl Builder<'_> {
         self.vp = Some(VcpuState::from_vmsa(vmsa)?);
         Ok(())
     }
+}
+
+/// Read an IGVM file, refusing oversized files before reading them.
+pub fn read_igvm_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    let io = |source| IgvmPlanError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > MAX_FILE_SIZE as u64 {
+        return Err(IgvmPlanError::TooLarge(
+            usize::try_from(len).unwrap_or(usize::MAX),
+        ));
+    }
+    std::fs::read(path).map_err(io)
 }
 
 /// Parse `bytes` as an IGVM file and build the launch plan for `cfg`.
