@@ -80,6 +80,12 @@ fn boot_4_cpus_2_gib() {
     boot_reports(4, 2048);
 }
 
+/// Above 3 GiB the RAM continues past the 32-bit MMIO hole; the memory map must still add up.
+#[test]
+fn boot_3_cpus_4_gib() {
+    boot_reports(3, 4096);
+}
+
 #[test]
 fn power_off_exits_0() {
     if !probe::require_kvm() {

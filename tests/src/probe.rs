@@ -82,6 +82,7 @@ pub struct ProbeVm {
     cpus: u32,
     memory_mib: u64,
     params: Vec<String>,
+    serial: String,
     extra_args: Vec<String>,
     timeout: Duration,
 }
@@ -94,6 +95,7 @@ impl ProbeVm {
             cpus: 1,
             memory_mib: 128,
             params: Vec::new(),
+            serial: "stdout".to_owned(),
             extra_args: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
         }
@@ -114,6 +116,13 @@ impl ProbeVm {
     /// Adds a `key=value` word to the guest command line, e.g. `param("probe.secs", 2)`.
     pub fn param(mut self, key: &str, value: impl std::fmt::Display) -> Self {
         self.params.push(format!("{key}={value}"));
+        self
+    }
+
+    /// Where the VMM sends COM1 (`--serial`): `stdout` (the default, collected into
+    /// [`ProbeRun::console`]), `file=PATH` or `off`.
+    pub fn serial(mut self, mode: &str) -> Self {
+        self.serial = mode.to_owned();
         self
     }
 
@@ -149,7 +158,7 @@ impl ProbeVm {
             "--memory".to_owned(),
             format!("{}M", self.memory_mib),
             "--serial".to_owned(),
-            "stdout".to_owned(),
+            self.serial.clone(),
         ];
         args.extend(self.extra_args.iter().cloned());
         args
@@ -184,7 +193,8 @@ pub struct ProbeRun {
     pub status: ExitStatus,
     /// Wall time from spawning the VMM to its exit.
     pub elapsed: Duration,
-    /// Everything the guest wrote to its serial console (`\r` removed).
+    /// Everything the guest wrote to its serial console (`\r` removed); empty unless the
+    /// serial mode was `stdout`. With `file=PATH`, read the file and use [`parse_results`].
     pub console: String,
     /// Everything the VMM wrote to stderr.
     pub stderr: String,
