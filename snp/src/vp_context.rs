@@ -571,6 +571,39 @@ mod tests {
         ));
     }
 
+    /// The `igvm` crate's `SevVmsa` and this crate's own Table B-4 layout (`crate::vmsa`) agree
+    /// on every field both name, and a KVM-synthesised page decodes there unchanged.
+    #[test]
+    fn agrees_with_the_crate_vmsa_layout() {
+        let ours: std::collections::HashMap<&str, (usize, usize)> = field_table()
+            .into_iter()
+            .map(|(n, o, s)| (n, (o, s)))
+            .collect();
+        let mut common = 0;
+        for &(name, off, size) in crate::vmsa::VMSA_FIELDS {
+            let alias = match name {
+                "g_pat" => "pat",
+                "isst_addr" => "interrupt_ssp_table_addr",
+                other => other,
+            };
+            if let Some(&(o, s)) = ours.get(alias) {
+                assert_eq!((o, s), (off, size), "{name}");
+                common += 1;
+            }
+        }
+        assert!(common > 60, "only {common} fields in common");
+
+        let (state, features) = VcpuState::from_vmsa(&long_mode_vmsa()).unwrap();
+        let page = kvm_vmsa(&state, features).unwrap();
+        let decoded = crate::vmsa::Vmsa::from_bytes(&page).unwrap();
+        assert_eq!(decoded.rip, 0x10_0000);
+        assert_eq!(decoded.cr4, 0x20 | CR4_MCE);
+        assert_eq!(decoded.efer, 0x500 | EFER_SVME);
+        assert_eq!(decoded.g_pat, PAT_RESET);
+        assert_eq!(decoded.sev_features, SEV_FEATURE_SNP);
+        assert_eq!(decoded.to_bytes(), page);
+    }
+
     #[test]
     fn field_table_is_sane() {
         for (name, off, size) in field_table() {
