@@ -24,7 +24,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::acpi::{self, AcpiConfig};
 use crate::boot::{self, BootError, BootSource};
 use crate::clock::BootClock;
-use crate::config::{ConfigError, HostLimits, SerialOutput, VmConfig};
+use crate::config::{ConfigError, HostLimits, SerialOutput, VmConfig, MAX_VCPUS};
 use crate::cpu::{self, CpuError, VcpuSetup};
 use crate::exit::{ExitReason, EXIT_INTERNAL_ERROR, EXIT_INVALID_CONFIG};
 use crate::layout;
@@ -113,6 +113,13 @@ pub struct Vm {
 impl Vm {
     /// Opens KVM, validates `config` against this host and builds the whole VM.
     pub fn build(config: &VmConfig) -> Result<Self, VmError> {
+        // Everything that can be refused without KVM is checked first, so a bad command line
+        // gets status 2 even on a host without /dev/kvm.
+        let host = HostLimits::probe(MAX_VCPUS as usize).map_err(VmError::HostLimits)?;
+        config.validate(&host)?;
+        boot::check_kernel_format(&config.kernel)?;
+        let serial_out = serial_writer(&config.serial)?;
+
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         for (cap, name) in [
             (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
@@ -124,8 +131,10 @@ impl Vm {
                 return Err(VmError::MissingCapability(name));
             }
         }
-        let host = HostLimits::probe(kvm.get_max_vcpus()).map_err(VmError::HostLimits)?;
-        config.validate(&host)?;
+        config.validate(&HostLimits {
+            max_vcpus: u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX),
+            ..host
+        })?;
 
         let vm_fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         create_platform(&vm_fd)?;
@@ -152,7 +161,7 @@ impl Vm {
         let control = Arc::new(RunControl::default());
         let markers = boot_marker::BootMarkerLog::new();
         let clock = Arc::new(BootClock::new(markers.clone()));
-        let (pio, irqfds) = build_pio_bus(&vm_fd, config, &control, &tx, markers)?;
+        let (pio, irqfds) = build_pio_bus(&vm_fd, serial_out, &control, &tx, markers)?;
         let mmio = Bus::new();
 
         let supported_cpuid = kvm
@@ -302,7 +311,7 @@ fn create_platform(vm_fd: &VmFd) -> Result<(), VmError> {
 /// forwarded to the control loop.
 fn build_pio_bus(
     vm_fd: &VmFd,
-    config: &VmConfig,
+    serial_out: Option<Box<dyn Write + Send>>,
     control: &Arc<RunControl>,
     tx: &Sender<VmEvent>,
     markers: boot_marker::BootMarkerLog,
@@ -319,7 +328,7 @@ fn build_pio_bus(
         let _ = tx.send(VmEvent::Guest(request));
     });
 
-    if let Some(out) = serial_writer(&config.serial)? {
+    if let Some(out) = serial_out {
         let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmError::EventFd {
             what: "serial interrupt",
             source,

@@ -97,6 +97,42 @@ pub struct InitramfsPlacement {
 const ELF_MAGIC: [u8; 4] = [0x7f, b'E', b'L', b'F'];
 const PAGE: u64 = 0x1000;
 
+/// Kernel image formats this VMM can boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelFormat {
+    Elf,
+    BzImage,
+}
+
+/// Identifies the kernel image from its magic numbers without loading it, so an obviously
+/// wrong file is refused before any VM resource exists.
+pub fn check_kernel_format(path: &Path) -> Result<KernelFormat, BootError> {
+    let read_err = |source| BootError::ReadKernel {
+        path: path.to_owned(),
+        source,
+    };
+    let mut kernel = File::open(path).map_err(read_err)?;
+    kernel_format(&mut kernel)
+        .map_err(read_err)?
+        .ok_or_else(|| BootError::UnknownKernelFormat {
+            path: path.to_owned(),
+        })
+}
+
+/// The format of an open kernel file, `None` if unknown; the file is rewound afterwards.
+fn kernel_format(kernel: &mut File) -> std::io::Result<Option<KernelFormat>> {
+    let mut magic = [0u8; 4];
+    let n = kernel.read(&mut magic)?;
+    kernel.seek(SeekFrom::Start(0))?;
+    if n == magic.len() && magic == ELF_MAGIC {
+        Ok(Some(KernelFormat::Elf))
+    } else if linux::is_bzimage(kernel)? {
+        Ok(Some(KernelFormat::BzImage))
+    } else {
+        Ok(None)
+    }
+}
+
 /// Loads the kernel, initramfs and command line and writes the boot information block.
 /// Returns how the boot vCPU must enter the guest.
 pub fn load(mem: &GuestMemoryMmap, src: &BootSource<'_>) -> Result<EntryMode, BootError> {
@@ -105,31 +141,27 @@ pub fn load(mem: &GuestMemoryMmap, src: &BootSource<'_>) -> Result<EntryMode, Bo
         source,
     };
     let mut kernel = File::open(src.kernel).map_err(read_err)?;
-    let mut magic = [0u8; 4];
-    kernel.read_exact(&mut magic).map_err(read_err)?;
-    kernel.seek(SeekFrom::Start(0)).map_err(read_err)?;
-
-    if magic == ELF_MAGIC {
-        let loaded = Elf::load(
-            mem,
-            None,
-            &mut kernel,
-            Some(GuestAddress(layout::HIMEM_START)),
-        )
-        .map_err(|source| BootError::LoadKernel {
-            path: src.kernel.to_owned(),
-            source,
-        })?;
-        match loaded.pvh_boot_cap {
-            PvhBootCapability::PvhEntryPresent(entry) => pvh::setup(mem, src, &loaded, entry.0),
-            _ => linux::setup_elf(mem, src, &loaded),
+    let format = kernel_format(&mut kernel).map_err(read_err)?;
+    match format.ok_or_else(|| BootError::UnknownKernelFormat {
+        path: src.kernel.to_owned(),
+    })? {
+        KernelFormat::Elf => {
+            let loaded = Elf::load(
+                mem,
+                None,
+                &mut kernel,
+                Some(GuestAddress(layout::HIMEM_START)),
+            )
+            .map_err(|source| BootError::LoadKernel {
+                path: src.kernel.to_owned(),
+                source,
+            })?;
+            match loaded.pvh_boot_cap {
+                PvhBootCapability::PvhEntryPresent(entry) => pvh::setup(mem, src, &loaded, entry.0),
+                _ => linux::setup_elf(mem, src, &loaded),
+            }
         }
-    } else if linux::is_bzimage(&mut kernel).map_err(read_err)? {
-        linux::setup_bzimage(mem, src, &mut kernel)
-    } else {
-        Err(BootError::UnknownKernelFormat {
-            path: src.kernel.to_owned(),
-        })
+        KernelFormat::BzImage => linux::setup_bzimage(mem, src, &mut kernel),
     }
 }
 
