@@ -327,6 +327,8 @@ pub struct AcpiTable {
     pub signature: String,
     pub address: u64,
     pub length: u64,
+    /// The OEM ID from the table header (`PODVSR` for tables podvisor built).
+    pub oem_id: String,
 }
 
 fn parse_error(line: &str, why: &'static str) -> LinuxError {
@@ -388,9 +390,13 @@ pub fn acpi_tables(log: &str) -> Vec<AcpiTable> {
             continue;
         };
         let mut words = line[at + "ACPI: ".len()..].split_whitespace();
-        let (Some(sig), Some(address), Some(length), Some(rev)) =
-            (words.next(), words.next(), words.next(), words.next())
-        else {
+        let (Some(sig), Some(address), Some(length), Some(rev), Some(oem)) = (
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+        ) else {
             continue;
         };
         // Other "ACPI: ..." messages do not have this shape.
@@ -402,6 +408,7 @@ pub fn acpi_tables(log: &str) -> Vec<AcpiTable> {
                 signature: sig.to_string(),
                 address,
                 length,
+                oem_id: oem.trim_end_matches(')').to_string(),
             });
         }
     }

@@ -57,6 +57,7 @@ fn lists_acpi_tables_and_ignores_other_acpi_lines() {
     assert_eq!(tables[0].address, 0xe0000);
     assert_eq!(tables[0].length, 0x24);
     assert_eq!(tables[2].length, 0x114);
+    assert!(tables.iter().all(|t| t.oem_id == "PODVSR"), "{tables:?}");
 }
 
 #[test]
