@@ -1,0 +1,182 @@
+//! Builds and runs real VMs on KVM with tiny hand-assembled PVH guests, and checks how each
+//! ending is reported: power-off, reset, triple fault, serial output, boot markers, and that
+//! APs parked in wait-for-SIPI are stopped with the VM.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use vmm::config::{SerialOutput, VmConfig};
+use vmm::exit::ExitReason;
+use vmm::vm::Vm;
+
+fn kvm_available() -> bool {
+    if Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("PODVISOR_REQUIRE_KVM").as_deref() != Ok("1"),
+        "PODVISOR_REQUIRE_KVM=1 but /dev/kvm is missing"
+    );
+    println!("SKIPPED: no /dev/kvm");
+    false
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("podvisor-exits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn put<const N: usize>(buf: &mut [u8], offset: usize, bytes: [u8; N]) {
+    buf[offset..offset + N].copy_from_slice(&bytes);
+}
+
+/// An ELF64 image whose only segment holds `code` at 1 MiB, with a PVH entry note for it.
+fn pvh_kernel(name: &str, code: &[u8]) -> PathBuf {
+    const CODE_OFF: usize = 0x1000;
+    const NOTE_OFF: usize = 0x800;
+    let mut img = vec![0u8; CODE_OFF + code.len()];
+    img[..4].copy_from_slice(&[0x7f, b'E', b'L', b'F']);
+    img[4] = 2;
+    img[5] = 1;
+    img[6] = 1;
+    put(&mut img, 16, 2u16.to_le_bytes());
+    put(&mut img, 18, 0x3eu16.to_le_bytes());
+    put(&mut img, 20, 1u32.to_le_bytes());
+    put(&mut img, 24, 0x10_0000u64.to_le_bytes());
+    put(&mut img, 32, 64u64.to_le_bytes());
+    put(&mut img, 52, 64u16.to_le_bytes());
+    put(&mut img, 54, 56u16.to_le_bytes());
+    put(&mut img, 56, 2u16.to_le_bytes());
+    let ph = 64;
+    put(&mut img, ph, 1u32.to_le_bytes());
+    put(&mut img, ph + 8, (CODE_OFF as u64).to_le_bytes());
+    put(&mut img, ph + 16, 0x10_0000u64.to_le_bytes());
+    put(&mut img, ph + 24, 0x10_0000u64.to_le_bytes());
+    put(&mut img, ph + 32, (code.len() as u64).to_le_bytes());
+    put(&mut img, ph + 40, (code.len() as u64).to_le_bytes());
+    let ph = 64 + 56;
+    put(&mut img, ph, 4u32.to_le_bytes());
+    put(&mut img, ph + 8, (NOTE_OFF as u64).to_le_bytes());
+    put(&mut img, ph + 32, 20u64.to_le_bytes());
+    put(&mut img, NOTE_OFF, 4u32.to_le_bytes());
+    put(&mut img, NOTE_OFF + 4, 4u32.to_le_bytes());
+    put(&mut img, NOTE_OFF + 8, 18u32.to_le_bytes());
+    put(&mut img, NOTE_OFF + 12, *b"Xen\0");
+    put(&mut img, NOTE_OFF + 16, 0x10_0000u32.to_le_bytes());
+    img[CODE_OFF..].copy_from_slice(code);
+    let path = scratch(name);
+    std::fs::write(&path, img).unwrap();
+    path
+}
+
+/// 32-bit code: `mov dx, port; mov al, value; out dx, al`.
+fn out8(port: u16, value: u8) -> Vec<u8> {
+    let p = port.to_le_bytes();
+    vec![0x66, 0xba, p[0], p[1], 0xb0, value, 0xee]
+}
+
+/// Spins forever (`jmp $`), so the test fails by timeout rather than by luck.
+const SPIN: [u8; 2] = [0xeb, 0xfe];
+/// ACPI S5 through the hardware-reduced sleep control register.
+const POWER_OFF: (u16, u8) = (0x600, (5 << 2) | (1 << 5));
+/// The hardware-reduced reset register.
+const RESET: (u16, u8) = (0x602, 0x06);
+
+fn run_guest(name: &str, code: &[u8], vcpus: u32, serial: SerialOutput) -> (ExitReason, Duration) {
+    let mut config = VmConfig::new(pvh_kernel(name, code));
+    config.memory = 64 << 20;
+    config.vcpus = vcpus;
+    config.serial = serial;
+    let vm = Vm::build(&config).unwrap();
+    let started = Instant::now();
+    let reason = vm.run().unwrap();
+    (reason, started.elapsed())
+}
+
+#[test]
+fn power_off_with_parked_aps() {
+    if !kvm_available() {
+        return;
+    }
+    let mut code = out8(POWER_OFF.0, POWER_OFF.1);
+    code.extend(SPIN);
+    let (reason, took) = run_guest("poweroff", &code, 4, SerialOutput::Off);
+    assert_eq!(reason, ExitReason::PowerOff);
+    assert_eq!(reason.exit_code(), 0);
+    assert!(took < Duration::from_secs(30), "stopping took {took:?}");
+}
+
+#[test]
+fn reset_request() {
+    if !kvm_available() {
+        return;
+    }
+    let mut code = out8(RESET.0, RESET.1);
+    code.extend(SPIN);
+    let (reason, _) = run_guest("reset", &code, 2, SerialOutput::Off);
+    assert_eq!(reason, ExitReason::Reboot);
+    assert_eq!(reason.exit_code(), 3);
+}
+
+#[test]
+fn triple_fault_on_an_empty_idt() {
+    if !kvm_available() {
+        return;
+    }
+    // ud2 with a zero-limit IDT: #UD, then #DF, then shutdown.
+    let (reason, _) = run_guest("triple", &[0x0f, 0x0b], 1, SerialOutput::Off);
+    assert_eq!(reason, ExitReason::TripleFault { vcpu: 0 });
+    assert_eq!(reason.exit_code(), 4);
+}
+
+#[test]
+fn serial_output_and_boot_markers() {
+    if !kvm_available() {
+        return;
+    }
+    let log = scratch("console.log");
+    let mut code = out8(0x440, 0x01);
+    for b in b"hello\n" {
+        code.extend(out8(0x3f8, *b));
+    }
+    code.extend(out8(0x440, 0x02));
+    code.extend(out8(POWER_OFF.0, POWER_OFF.1));
+    code.extend(SPIN);
+    let mut config = VmConfig::new(pvh_kernel("serial", &code));
+    config.memory = 64 << 20;
+    config.serial = SerialOutput::File(log.clone());
+    let vm = Vm::build(&config).unwrap();
+    let clock = vm.clock();
+    assert_eq!(vm.run().unwrap(), ExitReason::PowerOff);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "hello\n");
+    let timeline = clock.snapshot();
+    let first = timeline.first_instruction.unwrap();
+    let markers: Vec<u8> = timeline.markers.iter().map(|m| m.0).collect();
+    assert_eq!(markers, [1, 2]);
+    assert!(first <= timeline.markers[0].1);
+    assert!(timeline.markers[1].1 <= timeline.exit.unwrap());
+    let line = timeline.to_string();
+    assert!(
+        line.starts_with("boot-timing first-instruction-us="),
+        "{line}"
+    );
+    assert!(
+        line.contains(" marker-01-us=") && line.contains(" exit-us="),
+        "{line}"
+    );
+}
+
+#[test]
+fn unclaimed_ports_read_all_ones() {
+    if !kvm_available() {
+        return;
+    }
+    // mov dx, 0x2f0; in al, dx (nothing there); if al == 0xff power off, else reset.
+    let mut code = vec![0x66, 0xba, 0xf0, 0x02, 0xec, 0x3c, 0xff, 0x75, 0x07];
+    code.extend(out8(POWER_OFF.0, POWER_OFF.1));
+    code.extend(out8(RESET.0, RESET.1));
+    code.extend(SPIN);
+    let (reason, _) = run_guest("ports", &code, 1, SerialOutput::Off);
+    assert_eq!(reason, ExitReason::PowerOff);
+}
