@@ -1,6 +1,7 @@
 //! Boots the probe guest under `podvisor run` and checks what it reports from inside the VM:
-//! the vCPUs and RAM the VMM described (MADT, PVH memory map), and the exit status of each way a
-//! guest can end its run (ACPI power-off, reset, triple fault).
+//! the vCPUs and RAM the VMM described (MADT, PVH memory map), that every vCPU actually starts,
+//! and the exit status of each way a guest can end its run (ACPI power-off, reset, triple
+//! fault).
 
 use podvisor_tests::probe::{
     self, ProbeRun, ProbeVm, EXIT_POWER_OFF, EXIT_REBOOT, EXIT_TRIPLE_FAULT, MARKER_ENDING,
@@ -84,6 +85,31 @@ fn boot_4_cpus_2_gib() {
 #[test]
 fn boot_3_cpus_4_gib() {
     boot_reports(3, 4096);
+}
+
+/// Every vCPU the MADT lists must really run: the probe starts the APs (INIT, STARTUP IPIs)
+/// and counts those that reach its code.
+#[test]
+fn smp_starts_every_vcpu() {
+    if !probe::require_kvm() {
+        return;
+    }
+    for cpus in [2, 4] {
+        let run = run(ProbeVm::new("smp").cpus(cpus));
+        assert_clean(&run, EXIT_POWER_OFF);
+        assert_eq!(
+            run.result_u64("cpus"),
+            Some(u64::from(cpus)),
+            "{}",
+            run.describe()
+        );
+        assert_eq!(
+            run.result_u64("cpus-online"),
+            Some(u64::from(cpus)),
+            "{}",
+            run.describe()
+        );
+    }
 }
 
 #[test]

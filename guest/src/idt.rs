@@ -165,9 +165,14 @@ pub fn init() {
         // SAFETY: single CPU, and the IDT is not loaded yet, so nothing else reads it now.
         unsafe { (*table)[vector] = gate(handler) };
     }
+    load();
+}
+
+/// Loads the probe's IDT on the calling CPU (the boot CPU after [`init`], and each AP).
+pub fn load() {
     let pointer = Pointer {
         limit: (VECTORS * 16 - 1) as u16,
-        base: table as u64,
+        base: IDT.0.get() as u64,
     };
     // SAFETY: the IDT is a static that lives for the whole run and holds valid gates.
     unsafe { asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack, preserves_flags)) }

@@ -41,6 +41,7 @@
 #![no_main]
 
 mod acpi;
+mod ap;
 mod clock;
 mod cmdline;
 mod idt;

@@ -43,6 +43,8 @@ impl StartInfoError {
 /// The validated fields of the start info.
 #[derive(Debug, Clone, Copy)]
 pub struct StartInfo {
+    /// Where the structure itself is.
+    pub paddr: u64,
     pub version: u32,
     pub cmdline_paddr: u64,
     pub rsdp_paddr: u64,
@@ -53,6 +55,7 @@ pub struct StartInfo {
 /// One memory-map entry.
 #[derive(Debug, Clone, Copy)]
 pub struct MemEntry {
+    pub addr: u64,
     pub size: u64,
     pub kind: u32,
 }
@@ -72,6 +75,7 @@ impl StartInfo {
         }
         let version = field(4);
         let mut info = StartInfo {
+            paddr,
             version,
             cmdline_paddr: field64(24),
             rsdp_paddr: field64(32),
@@ -101,6 +105,7 @@ impl StartInfo {
             let r = region?;
             let base = i * MEMMAP_ENTRY_SIZE;
             Some(MemEntry {
+                addr: r.u64(base)?,
                 size: r.u64(base + 8)?,
                 kind: r.u32(base + 16)?,
             })

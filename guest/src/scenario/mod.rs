@@ -4,6 +4,7 @@
 
 mod boot;
 mod idle;
+mod smp;
 
 use crate::cmdline::Cmdline;
 use crate::power::Ending;
@@ -62,6 +63,10 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "idle",
         run: idle::run,
+    },
+    Scenario {
+        name: "smp",
+        run: smp::run,
     },
 ];
 
