@@ -3,6 +3,20 @@
 //! Takes a validated configuration (from the CLI or the API), builds guest memory, vCPUs and
 //! devices on KVM, loads the guest, runs it and reports how it ended. Data flows one way:
 //! `api-server → vmm → {devices, snp}`.
+//!
+//! ```text
+//! VmConfig ──validate──► Vm::build: KVM VM + irqchip + PIT ─► guest RAM (layout, e820)
+//!                                   ─► ACPI tables ─► kernel/initramfs/cmdline (boot)
+//!                                   ─► port bus: COM1, boot marker, ACPI PM, i8042
+//!                                   ─► vCPUs (cpu: CPUID, MSRs, FPU, LAPIC; regs on vCPU 0)
+//!          Vm::run: vcpuN threads ──exits──► control loop ──► ExitReason
+//! ```
+//!
+//! Contracts other programs rely on:
+//! * process exit statuses ([`exit`]): 0 power-off, 1 internal error, 2 invalid
+//!   configuration, 3 reboot, 4 triple fault;
+//! * the `boot-timing …` line printed at exit ([`clock`]);
+//! * the guest-physical memory map ([`layout`]).
 
 pub mod acpi;
 pub mod boot;
@@ -12,5 +26,6 @@ pub mod cpu;
 pub mod exit;
 pub mod layout;
 pub mod memory;
+pub mod snp_launch;
 pub mod vcpu;
 pub mod vm;
