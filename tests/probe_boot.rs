@@ -159,6 +159,24 @@ fn idle_waits_then_powers_off() {
     assert!(run.elapsed.as_secs() >= secs, "{}", run.describe());
 }
 
+/// A fault inside the guest is delivered to the guest's own handler (not turned into a triple
+/// fault or a VMM error); the probe reports it and powers off.
+#[test]
+fn page_fault_reaches_the_guest_handler() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let run = run(ProbeVm::new("page-fault"));
+    assert_eq!(run.exit_code(), Some(EXIT_POWER_OFF), "{}", run.describe());
+    let errors = run.errors();
+    assert_eq!(errors.len(), 1, "{}", run.describe());
+    assert!(
+        errors[0].starts_with("exception vector=14 ") && errors[0].ends_with(" cr2=0x1000000000"),
+        "{}",
+        run.describe()
+    );
+}
+
 #[test]
 fn unknown_scenario_is_reported_and_powers_off() {
     if !probe::require_kvm() {

@@ -1,6 +1,6 @@
 //! Exception handling: every CPU exception is reported as a `PROBE-ERROR` line and the probe
-//! halts, so a fault in the probe is never mistaken for the deliberate triple fault of the
-//! `triple-fault` scenario. That scenario instead loads an empty IDT ([`load_empty`]).
+//! powers off (see [`crate::power::abort`]), so a fault in the probe is never mistaken for the
+//! deliberate triple fault of the `triple-fault` scenario, and a failing test ends quickly. That scenario instead loads an empty IDT ([`load_empty`]).
 #![allow(unsafe_code)] // reason: builds and loads the IDT; the handlers are assembly stubs.
 
 use core::arch::{asm, global_asm};
@@ -196,6 +196,16 @@ pub fn raise_invalid_opcode() {
     unsafe { asm!("ud2", options(nomem, nostack)) }
 }
 
+/// An address the boot page tables do not map (the identity map ends at 4 GiB).
+pub const UNMAPPED_ADDRESS: u64 = 0x10_0000_0000;
+
+/// Reads [`UNMAPPED_ADDRESS`], raising a page fault.
+pub fn touch_unmapped() {
+    // SAFETY: the read faults before it returns a value; the exception handler reports it and
+    // never returns here. No Rust object lives at that address.
+    unsafe { asm!("mov {0}, [{0}]", inout(reg) UNMAPPED_ADDRESS => _, options(nostack, readonly)) }
+}
+
 fn read_cr2() -> u64 {
     let value: u64;
     // SAFETY: reading CR2 has no side effects.
@@ -203,7 +213,7 @@ fn read_cr2() -> u64 {
     value
 }
 
-/// Called by the assembly stubs; reports the exception and halts.
+/// Called by the assembly stubs; reports the exception and powers off.
 #[no_mangle]
 extern "C" fn probe_exception(vector: u64, error_code: u64, rip: u64) -> ! {
     let out = crate::serial::error()
@@ -218,5 +228,5 @@ extern "C" fn probe_exception(vector: u64, error_code: u64, rip: u64) -> ! {
     } else {
         out.nl();
     }
-    crate::port::halt_forever()
+    crate::power::abort()
 }

@@ -12,7 +12,9 @@
 //!
 //! # Output protocol (serial, 16550 at I/O port 0x3f8)
 //! - `PROBE-RESULT key=value` — a measured result, one per line.
-//! - `PROBE-ERROR text` — something went wrong; a run with such a line is a failed run.
+//! - `PROBE-ERROR text` — something went wrong; a run with such a line is a failed run,
+//!   whatever the exit status (after an exception or panic the probe reports it and powers off,
+//!   so the failure shows at once rather than as a hang).
 //! - other lines (prefix `probe:`) are informational.
 //!
 //! # Boot-progress marker (I/O port 0x440, one-byte writes)
@@ -91,6 +93,7 @@ pub extern "C" fn probe_main(start_info_paddr: u32) -> ! {
         }
         None => Cmdline::empty(),
     };
+    power::remember_rsdp(start_info.map_or(0, |s| s.rsdp_paddr));
     let ctx = scenario::Context {
         start_info,
         cmdline: &cmdline,
@@ -128,5 +131,5 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
             .nl(),
         None => e.nl(),
     }
-    port::halt_forever()
+    power::abort()
 }

@@ -4,6 +4,7 @@
 use crate::acpi::{self, AcpiError, Fadt, Gas, Tables};
 use crate::port::{outb, outl, outw};
 use crate::serial::{error, out};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// PM1 control: SLP_TYPx is bits 10-12, SLP_EN bit 13 (ACPI 6.5 §4.8.4.2.1).
 const PM1_SLP_TYP_SHIFT: u32 = 10;
@@ -17,6 +18,25 @@ const I8042_RESET: u8 = 0xFE;
 /// Busy-wait iterations after a request before declaring that it did not take effect. The
 /// register write traps to the VMM synchronously, so a working VMM never lets us get here.
 const SETTLE_SPINS: u32 = 1_000_000;
+
+/// The RSDP address from the start info, kept for [`abort`] (0: scan the BIOS area).
+static RSDP_HINT: AtomicU64 = AtomicU64::new(0);
+/// Set by the first [`abort`]; a fatal error while aborting halts instead of recursing.
+static ABORTING: AtomicBool = AtomicBool::new(false);
+
+/// Remembers where the ACPI tables are for [`abort`].
+pub fn remember_rsdp(hint: u64) {
+    RSDP_HINT.store(hint, Ordering::SeqCst);
+}
+
+/// Ends the run after a fatal error (exception, panic) that was already reported as a
+/// `PROBE-ERROR`: powers off, so a test sees the failure at once instead of at its timeout.
+pub fn abort() -> ! {
+    if ABORTING.swap(true, Ordering::SeqCst) {
+        crate::port::halt_forever()
+    }
+    finish(Ending::PowerOff, RSDP_HINT.load(Ordering::SeqCst))
+}
 
 /// How a scenario wants the run to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -42,6 +42,15 @@ fn triple_fault(_: &Context) -> Ending {
     Ending::TripleFault
 }
 
+/// Reads an unmapped address: the page fault must reach the probe's handler, which reports it
+/// as `PROBE-ERROR exception vector=14 ... cr2=0x...` and powers off. Checks that exceptions
+/// are delivered through the guest's IDT and that probe faults stay distinguishable from the
+/// deliberate triple fault.
+fn page_fault(_: &Context) -> Ending {
+    crate::idt::touch_unmapped();
+    Ending::PowerOff
+}
+
 /// Every scenario the probe knows.
 pub static REGISTRY: &[Scenario] = &[
     Scenario {
@@ -59,6 +68,10 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "triple-fault",
         run: triple_fault,
+    },
+    Scenario {
+        name: "page-fault",
+        run: page_fault,
     },
     Scenario {
         name: "idle",
