@@ -41,7 +41,7 @@ pub struct MeasureArgs {
     )]
     pub memory: u64,
     /// Kernel for measured direct boot (its SHA-256 goes into the SEV hashes table).
-    #[arg(long, value_name = "FILE", requires = "ovmf")]
+    #[arg(long, value_name = "FILE", conflicts_with = "igvm")]
     pub kernel: Option<PathBuf>,
     /// Initrd for measured direct boot.
     #[arg(long, value_name = "FILE", requires = "kernel")]
@@ -54,18 +54,18 @@ pub struct MeasureArgs {
     #[arg(
         long,
         value_name = "TYPE",
-        requires = "ovmf",
+        conflicts_with = "igvm",
         conflicts_with = "vcpu_sig"
     )]
     pub vcpu_type: Option<String>,
     /// Raw CPUID(1).EAX signature instead of a model name.
-    #[arg(long, value_name = "VALUE", requires = "ovmf", value_parser = parse_u32)]
+    #[arg(long, value_name = "VALUE", conflicts_with = "igvm", value_parser = parse_u32)]
     pub vcpu_sig: Option<u32>,
     /// VMM reset-state convention: qemu, ec2 or gce.
-    #[arg(long, value_name = "VMM", default_value = "qemu", requires = "ovmf", value_parser = parse_vmm)]
+    #[arg(long, value_name = "VMM", default_value = "qemu", conflicts_with = "igvm", value_parser = parse_vmm)]
     pub vmm_type: VmmType,
     /// SEV_FEATURES of every VMSA (bit 0 SNPActive; e.g. 0x21 adds DebugSwap).
-    #[arg(long, value_name = "VALUE", default_value = "0x1", requires = "ovmf", value_parser = parse_u64)]
+    #[arg(long, value_name = "VALUE", default_value = "0x1", conflicts_with = "igvm", value_parser = parse_u64)]
     pub guest_features: u64,
     /// Print a JSON object with the digest and the hashes of every input.
     #[arg(long)]

@@ -141,6 +141,11 @@ impl SevHashes {
     }
 }
 
+/// SHA-256 of a blob, the hash the table uses (exposed so reports hash inputs the same way).
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
 fn cmdline_hash(cmdline: Option<&str>) -> Result<[u8; 32], HashesError> {
     let cmdline = cmdline.unwrap_or_default();
     if let Some(offset) = cmdline.bytes().position(|b| b == 0) {
