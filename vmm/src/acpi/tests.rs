@@ -311,18 +311,20 @@ fn memory_that_misses_the_area_is_an_error() {
     ));
 }
 
-/// An independent parser: ACPICA's disassembler must accept every table, and the DSDT it
-/// disassembles must compile again without errors. Needs `iasl` (Debian `acpica-tools`);
-/// skipped without it unless `PODVISOR_REQUIRE_TOOLS=1`.
+/// Independent parsers: ACPICA's disassembler must accept every table, the DSDT it
+/// disassembles must compile again without errors, and ACPICA's interpreter (`acpiexec`) must
+/// load the namespace and evaluate `\_S5_`, a processor `_UID` and COM1's `_CRS`. Needs
+/// `iasl` and `acpiexec` (Debian `acpica-tools`); skipped without them unless
+/// `PODVISOR_REQUIRE_TOOLS=1`.
 #[test]
 fn acpica_accepts_the_tables() {
-    let iasl_present = Command::new("iasl").arg("-v").output().is_ok();
-    if !iasl_present {
+    let present = |tool: &str| Command::new(tool).arg("-v").output().is_ok();
+    if !present("iasl") || !present("acpiexec") {
         assert!(
             std::env::var("PODVISOR_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "iasl (acpica-tools) is required but not installed"
+            "iasl and acpiexec (Debian acpica-tools) are required but not installed"
         );
-        eprintln!("skipping: iasl not installed");
+        eprintln!("skipping: iasl or acpiexec not installed (Debian acpica-tools)");
         return;
     }
     let (_mem, t) = build(4, true);
@@ -363,6 +365,30 @@ fn acpica_accepts_the_tables() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "iasl recompile: {text}");
     assert!(text.contains("0 Errors"), "{text}");
+    // ACPICA's AML interpreter loads the namespace and evaluates what guests use.
+    let out = Command::new("acpiexec")
+        .arg("-b")
+        .arg("Evaluate \\_S5_; Evaluate \\_SB.C003._UID; Evaluate \\_SB.COM1._CRS")
+        .args(["dsdt.dat", "facp.dat", "apic.dat"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "acpiexec: {text}");
+    for bad in ["ACPI Error", "ACPI Warning", "AE_"] {
+        assert!(!text.contains(bad), "acpiexec reported {bad}: {text}");
+    }
+    let s5 = "[Package] Contains 4 Elements:\n    [Integer] = 0000000000000005\n";
+    assert!(text.contains(s5), "{text}");
+    assert!(
+        text.contains("[Integer] = 0000000000000003"),
+        "C003._UID: {text}"
+    );
+    assert!(
+        text.contains("0000: 47 01 F8 03 F8 03 01 08 89 06 00 03 01 04 00 00"),
+        "COM1._CRS: {text}"
+    );
     if std::env::var_os("PODVISOR_KEEP_ACPI").is_none() {
         std::fs::remove_dir_all(&dir).unwrap();
     } else {
