@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use vmm::config::{self, SerialOutput, VmConfig};
 use vmm::exit::{ExitReason, EXIT_INTERNAL_ERROR};
+use vmm::snp_launch;
 use vmm::vm::Vm;
 
 const EXIT_STATUS_HELP: &str = "\
@@ -24,8 +25,8 @@ At exit, one line on stderr reports boot timing in microseconds since process st
 #[command(after_help = EXIT_STATUS_HELP)]
 pub struct RunArgs {
     /// Kernel image: bzImage, or ELF vmlinux (booted through PVH when it has the PVH note).
-    #[arg(long, value_name = "PATH")]
-    kernel: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "igvm")]
+    kernel: Option<PathBuf>,
     /// Initramfs loaded at the top of guest RAM below 4 GiB.
     #[arg(long, value_name = "PATH")]
     initramfs: Option<PathBuf>,
@@ -41,12 +42,23 @@ pub struct RunArgs {
     /// Where COM1 output goes: stdout, file=PATH or off.
     #[arg(long, value_name = "MODE", default_value = "stdout", value_parser = config::parse_serial)]
     serial: SerialOutput,
+    /// Confidential platform: sev_snp=on (KVM SEV-SNP) or sev_snp=model (software SNP
+    /// platform: runs the launch, prints the launch digest and exits without running the guest).
+    #[arg(long, value_name = "PLATFORM", requires = "igvm", value_parser = snp_launch::parse_platform)]
+    platform: Option<snp_launch::SnpPlatform>,
+    /// IGVM image of a confidential guest; replaces --kernel, --initramfs and --cmdline.
+    #[arg(long, value_name = "FILE", requires = "platform",
+          conflicts_with_all = ["kernel", "initramfs", "cmdline"])]
+    igvm: Option<PathBuf>,
+    /// HOST_DATA of a confidential guest (64 hex digits), copied into its attestation reports.
+    #[arg(long, value_name = "HEX", requires = "igvm", value_parser = snp_launch::parse_host_data)]
+    host_data: Option<snp::id_block::HostData>,
 }
 
 impl RunArgs {
     fn into_config(self) -> VmConfig {
         VmConfig {
-            kernel: self.kernel,
+            kernel: self.kernel.unwrap_or_default(),
             initramfs: self.initramfs,
             cmdline: self.cmdline,
             vcpus: self.cpus,
@@ -57,6 +69,15 @@ impl RunArgs {
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
+    if let (Some(platform), Some(igvm)) = (args.platform, args.igvm.clone()) {
+        return run_confidential(snp_launch::SnpConfig {
+            platform,
+            igvm,
+            host_data: args.host_data.unwrap_or_default(),
+            vcpus: args.cpus,
+            memory: args.memory,
+        });
+    }
     let config = args.into_config();
     // The control loop gets its own thread, named as design.md's thread map says; the main
     // thread only waits for its verdict.
@@ -102,6 +123,20 @@ fn run_vm(config: &VmConfig) -> u8 {
         Err(e) => {
             eprintln!("podvisor: error: {e}");
             e.exit_code()
+        }
+    }
+}
+
+/// `--platform sev_snp=…`: the launch runs before any VM thread exists.
+fn run_confidential(config: snp_launch::SnpConfig) -> ExitCode {
+    match snp_launch::run(&config) {
+        Ok(report) => {
+            println!("sev-snp launch digest: {}", report.expected);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("podvisor: error: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

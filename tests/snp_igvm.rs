@@ -1,6 +1,9 @@
 //! `podvisor measure --igvm`: bit-exact against the `igvm` crate's own SEV-SNP measurement on
 //! images written with the `igvm` crate's builder, and clear errors on hostile files.
 
+// A test crate: helpers outside `#[test]` functions fail the test by unwrapping.
+#![allow(clippy::unwrap_used)]
+
 use snp::igvm_fixtures::{self as fx, Sample};
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -160,4 +163,112 @@ fn hostile_images_give_clear_errors() {
         &[],
         "cannot read",
     );
+}
+
+/// The sample with its ID block signed for `vcpus` vCPUs (the ID block is not measured, so the
+/// digest of the edited image is the one the block now carries).
+fn signed_sample(vcpus: u32) -> Sample {
+    let mut sample = fx::every_directive();
+    let digest = reference_hex(&sample, vcpus);
+    let ld: Vec<u8> = snp::hex::decode(&digest).unwrap();
+    for d in &mut sample.directives {
+        if let igvm::IgvmDirectiveHeader::SnpIdBlock { ld: block_ld, .. } = d {
+            block_ld.copy_from_slice(&ld);
+        }
+    }
+    sample
+}
+
+#[test]
+fn run_on_the_model_platform_reports_the_measured_digest() {
+    let path = write_image("signed-3.igvm", &signed_sample(3).bytes().unwrap());
+    let host_data = "ab".repeat(32);
+    let out = podvisor(&[
+        "run",
+        "--platform",
+        "sev_snp=model",
+        "--igvm",
+        path.to_str().unwrap(),
+        "--cpus",
+        "3",
+        "--host-data",
+        &host_data,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let measured = measure(&path, &["--vcpus", "3"]);
+    let measured = String::from_utf8(measured.stdout).unwrap();
+    assert_eq!(
+        stdout.trim(),
+        format!("sev-snp launch digest: {}", measured.trim())
+    );
+
+    // The same image on 2 vCPUs: the ID block no longer matches, firmware refuses.
+    let out = podvisor(&[
+        "run",
+        "--platform",
+        "sev_snp=model",
+        "--igvm",
+        path.to_str().unwrap(),
+        "--cpus",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BAD_MEASUREMENT"));
+}
+
+#[test]
+fn run_sev_snp_on_fails_before_anything_starts_without_snp() {
+    let path = write_image("signed-1.igvm", &signed_sample(1).bytes().unwrap());
+    let out = podvisor(&[
+        "run",
+        "--platform",
+        "sev_snp=on",
+        "--igvm",
+        path.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match snp::launch::kvm_sys::snp_unavailable_reason() {
+        Some(_) => {
+            assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+            assert!(stderr.contains("SEV-SNP is not available"), "{stderr}");
+            let names_what = stderr.contains("/dev/sev") || stderr.contains("KVM_X86_SNP_VM");
+            assert!(names_what, "{stderr}");
+        }
+        None => println!("host offers SEV-SNP: {stderr}"),
+    }
+}
+
+#[test]
+fn run_refuses_kernel_or_cmdline_beside_an_igvm() {
+    let path = write_image("plain.igvm", &fx::every_directive().bytes().unwrap());
+    let igvm = path.to_str().unwrap();
+    for extra in [
+        &["--kernel", "/boot/vmlinuz"][..],
+        &["--cmdline", "console=ttyS0"],
+        &["--initramfs", "/boot/initrd.img"],
+    ] {
+        let mut args = vec!["run", "--platform", "sev_snp=model", "--igvm", igvm];
+        args.extend_from_slice(extra);
+        let out = podvisor(&args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+    }
+    let out = podvisor(&["run", "--igvm", igvm]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = podvisor(&["run", "--platform", "sev_snp=off", "--igvm", igvm]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = podvisor(&[
+        "run",
+        "--platform",
+        "sev_snp=model",
+        "--igvm",
+        igvm,
+        "--host-data",
+        "00",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("64 hex digits"));
 }

@@ -26,5 +26,6 @@ pub mod cpu;
 pub mod exit;
 pub mod layout;
 pub mod memory;
+pub mod snp_launch;
 pub mod vcpu;
 pub mod vm;

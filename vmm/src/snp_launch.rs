@@ -1,0 +1,158 @@
+//! Confidential VM creation from an IGVM image (data flow 4, "SNP launch"): picks the launch
+//! platform, checks the host before anything is created, turns the image into a launch plan
+//! for this VM's RAM layout and vCPU count, and runs the launch.
+//!
+//! Platforms:
+//! - `sev_snp=on`: KVM's SEV-SNP uAPI. Requires `/dev/sev` and `KVM_X86_SNP_VM`; a host without
+//!   them is refused up front with one line naming what is missing. Running the launched guest
+//!   (private-memory faults, page-conversion hypercalls) is not implemented yet, so after a
+//!   successful launch the VM is torn down with an error saying so.
+//! - `sev_snp=model`: the software SNP platform (`snp::launch::model`) takes the very calls KVM
+//!   would get, enforces firmware rules and reports the launch digest; no guest code runs.
+
+use snp::id_block::HostData;
+use snp::igvm_plan::{plan_from_igvm, read_igvm_file, IgvmPlanError};
+use snp::launch::kvm::KvmBackend;
+use snp::launch::kvm_sys::{snp_unavailable_reason, KvmSnpVm};
+use snp::launch::model::{ModelConfig, ModelPlatform};
+use snp::launch::{launch, LaunchError, LaunchReport};
+use snp::plan::{PlanError, RamLayout, VmConfig as PlanConfig};
+use std::path::PathBuf;
+
+use crate::exit::{EXIT_INTERNAL_ERROR, EXIT_INVALID_CONFIG};
+
+/// The confidential platform a VM is launched on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnpPlatform {
+    /// KVM SEV-SNP.
+    On,
+    /// The software SNP platform model.
+    Model,
+}
+
+/// Parse `--platform`: `sev_snp=on` or `sev_snp=model`.
+pub fn parse_platform(s: &str) -> Result<SnpPlatform, String> {
+    match s {
+        "sev_snp=on" => Ok(SnpPlatform::On),
+        "sev_snp=model" => Ok(SnpPlatform::Model),
+        other => Err(format!(
+            "unknown platform {other:?}; expected sev_snp=on or sev_snp=model"
+        )),
+    }
+}
+
+/// Parse `--host-data`: 64 hex digits.
+pub fn parse_host_data(s: &str) -> Result<HostData, String> {
+    HostData::from_hex(s).map_err(|e| e.to_string())
+}
+
+/// A confidential VM configuration.
+#[derive(Debug, Clone)]
+pub struct SnpConfig {
+    /// Launch platform.
+    pub platform: SnpPlatform,
+    /// IGVM image.
+    pub igvm: PathBuf,
+    /// HOST_DATA for SNP_LAUNCH_FINISH.
+    pub host_data: HostData,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Guest RAM in bytes.
+    pub memory: u64,
+}
+
+/// Errors of a confidential launch.
+#[derive(Debug, thiserror::Error)]
+pub enum SnpLaunchError {
+    /// The host cannot run SNP guests; nothing was created.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The image does not fit this VM or is invalid.
+    #[error("{0}")]
+    Image(#[from] IgvmPlanError),
+    /// The VM configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] PlanError),
+    /// The platform refused the launch.
+    #[error("{0}")]
+    Launch(LaunchError),
+    /// KVM launched the guest, but this VMM cannot run SNP guests yet.
+    #[error(
+        "the SEV-SNP guest was launched (expected digest {0}) but running SNP guests is not \
+         supported yet"
+    )]
+    NotRunnable(String),
+}
+
+impl SnpLaunchError {
+    /// Process exit status (see [`crate::exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SnpLaunchError::Image(_) | SnpLaunchError::Config(_) => EXIT_INVALID_CONFIG,
+            SnpLaunchError::Unavailable(_)
+            | SnpLaunchError::Launch(_)
+            | SnpLaunchError::NotRunnable(_) => EXIT_INTERNAL_ERROR,
+        }
+    }
+}
+
+impl From<LaunchError> for SnpLaunchError {
+    fn from(e: LaunchError) -> Self {
+        match e {
+            LaunchError::Unavailable(reason) => SnpLaunchError::Unavailable(format!(
+                "SEV-SNP is not available on this host: {reason}"
+            )),
+            other => SnpLaunchError::Launch(other),
+        }
+    }
+}
+
+/// Launch the confidential VM described by `cfg`. With the model platform this returns the
+/// launch report; with KVM it fails before creating anything on a host without SNP.
+pub fn run(cfg: &SnpConfig) -> Result<LaunchReport, SnpLaunchError> {
+    if cfg.platform == SnpPlatform::On {
+        if let Some(reason) = snp_unavailable_reason() {
+            return Err(LaunchError::Unavailable(reason).into());
+        }
+    }
+    let bytes = read_igvm_file(&cfg.igvm)?;
+    let plan_cfg = PlanConfig {
+        ram: RamLayout::pc(cfg.memory)?,
+        vcpus: cfg.vcpus,
+        cmdline: None,
+        host_data: cfg.host_data,
+    };
+    let plan = plan_from_igvm(&bytes, &plan_cfg)?;
+    match cfg.platform {
+        SnpPlatform::Model => {
+            let mut model = ModelPlatform::new(ModelConfig::default());
+            Ok(launch(&plan, &mut model)?)
+        }
+        SnpPlatform::On => {
+            let mut backend = KvmBackend::new(KvmSnpVm::create()?);
+            let report = launch(&plan, &mut backend)?;
+            Err(SnpLaunchError::NotRunnable(report.expected.to_hex()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_and_host_data_parsing() {
+        assert_eq!(parse_platform("sev_snp=on"), Ok(SnpPlatform::On));
+        assert_eq!(parse_platform("sev_snp=model"), Ok(SnpPlatform::Model));
+        assert!(parse_platform("sev_snp=off").is_err());
+        assert!(parse_platform("tdx=on").is_err());
+        assert!(parse_host_data(&"ab".repeat(32)).is_ok());
+        assert!(parse_host_data(&"ab".repeat(31)).is_err());
+    }
+
+    #[test]
+    fn plan_layout_matches_the_vm_layout() {
+        assert_eq!(snp::plan::MMIO32_START, crate::layout::MMIO32_START);
+        assert_eq!(snp::plan::HIGH_RAM_START, crate::layout::HIGH_RAM_START);
+    }
+}
