@@ -65,6 +65,9 @@ pub(crate) fn low_byte(data: &[u8]) -> Option<u8> {
 }
 
 #[cfg(test)]
+mod hostile_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
