@@ -15,7 +15,7 @@
 //! Everything lives in `[layout::ACPI_START, layout::ACPI_END)`, which the VMM reserves in e820;
 //! tables that do not fit are an error, never a silent overflow into RAM the guest owns.
 //! Byte layouts come from the `acpi_tables` crate wherever it has them; the two MADT entries it
-//! lacks are declared in [`madt`].
+//! lacks (interrupt source override, local APIC NMI) are declared here with `zerocopy`.
 
 mod dsdt;
 mod fadt;
