@@ -4,8 +4,8 @@
 //! The VMM built these tables, so they are checked like any other hostile input: signatures,
 //! lengths, checksums and bounds before a field is used, and every walk is bounded.
 
-use crate::phys::{PhysError, Region};
-use crate::serial::Out;
+use crate::phys::{Memory, PhysError, Region};
+use crate::report::Sink;
 
 const SDT_HEADER_LEN: u64 = 36;
 /// Upper bound on any table; generous for a DSDT, small enough to bound the work.
@@ -13,7 +13,7 @@ const MAX_TABLE_LEN: u64 = 1 << 20;
 /// Where the RSDP may sit when the start info does not name it (ACPI §5.2.5.1).
 const BIOS_AREA: (u64, u64) = (0xE_0000, 0x10_0000);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AcpiError {
     Unmapped(PhysError),
     NoRsdp,
@@ -29,7 +29,7 @@ pub enum AcpiError {
 }
 
 impl AcpiError {
-    pub fn report(&self, out: Out) -> Out {
+    pub fn report<S: Sink>(&self, out: S) -> S {
         let out = out.s("acpi: ");
         match *self {
             AcpiError::Unmapped(e) => e.report(out),
@@ -47,7 +47,7 @@ impl AcpiError {
     }
 }
 
-fn checksum_ok(region: &Region) -> bool {
+fn checksum_ok(region: &Region<'_>) -> bool {
     let mut sum: u8 = 0;
     for i in 0..region.len {
         sum = sum.wrapping_add(region.u8(i).unwrap_or(0));
@@ -57,20 +57,20 @@ fn checksum_ok(region: &Region) -> bool {
 
 /// Validates an RSDP candidate and returns the root table: XSDT (if revision ≥ 2 and present)
 /// or RSDT, with the width of its entries.
-fn root_from_rsdp(addr: u64) -> Result<(u64, u64), AcpiError> {
-    let v1 = Region::new(addr, 20).map_err(AcpiError::Unmapped)?;
+fn root_from_rsdp(mem: &dyn Memory, addr: u64) -> Result<(u64, u64), AcpiError> {
+    let v1 = Region::new(mem, addr, 20).map_err(AcpiError::Unmapped)?;
     let mut sig = [0u8; 8];
     if !v1.read(0, &mut sig) || &sig != b"RSD PTR " || !checksum_ok(&v1) {
         return Err(AcpiError::BadRsdp(addr));
     }
     let revision = v1.u8(15).unwrap_or(0);
     if revision >= 2 {
-        let v2 = Region::new(addr, 36).map_err(AcpiError::Unmapped)?;
+        let v2 = Region::new(mem, addr, 36).map_err(AcpiError::Unmapped)?;
         let length = u64::from(v2.u32(20).unwrap_or(0));
         if !(36..=4096).contains(&length) {
             return Err(AcpiError::BadRsdp(addr));
         }
-        let full = Region::new(addr, length).map_err(AcpiError::Unmapped)?;
+        let full = Region::new(mem, addr, length).map_err(AcpiError::Unmapped)?;
         if !checksum_ok(&full) {
             return Err(AcpiError::BadRsdp(addr));
         }
@@ -87,23 +87,27 @@ fn root_from_rsdp(addr: u64) -> Result<(u64, u64), AcpiError> {
 }
 
 /// Scans the BIOS read-only area on 16-byte boundaries for a valid RSDP.
-fn scan_bios_area() -> Option<u64> {
+fn scan_bios_area(mem: &dyn Memory) -> Option<u64> {
     (BIOS_AREA.0..BIOS_AREA.1)
         .step_by(16)
-        .find(|&addr| root_from_rsdp(addr).is_ok())
+        .find(|&addr| root_from_rsdp(mem, addr).is_ok())
 }
 
 /// A checked system description table: header valid, length in bounds, checksum zero.
-#[derive(Debug, Clone, Copy)]
-pub struct Table {
+#[derive(Clone, Copy)]
+pub struct Table<'m> {
     pub signature: [u8; 4],
-    pub region: Region,
+    pub region: Region<'m>,
 }
 
-impl Table {
+impl<'m> Table<'m> {
     /// Reads the table at `addr`; `expect` is its signature if the caller knows it.
-    pub fn read(addr: u64, expect: Option<&[u8; 4]>) -> Result<Self, AcpiError> {
-        let head = Region::new(addr, SDT_HEADER_LEN).map_err(AcpiError::Unmapped)?;
+    pub fn read(
+        mem: &'m dyn Memory,
+        addr: u64,
+        expect: Option<&[u8; 4]>,
+    ) -> Result<Self, AcpiError> {
+        let head = Region::new(mem, addr, SDT_HEADER_LEN).map_err(AcpiError::Unmapped)?;
         let mut signature = [0u8; 4];
         head.read(0, &mut signature);
         let bad = |what| AcpiError::BadTable {
@@ -118,7 +122,7 @@ impl Table {
         if !(SDT_HEADER_LEN..=MAX_TABLE_LEN).contains(&length) {
             return Err(bad("length out of bounds"));
         }
-        let region = Region::new(addr, length).map_err(AcpiError::Unmapped)?;
+        let region = Region::new(mem, addr, length).map_err(AcpiError::Unmapped)?;
         if !checksum_ok(&region) {
             return Err(bad("checksum mismatch"));
         }
@@ -126,7 +130,7 @@ impl Table {
     }
 
     /// The bytes after the 36-byte header.
-    pub fn body(&self) -> Region {
+    pub fn body(&self) -> Region<'m> {
         self.region
             .sub(SDT_HEADER_LEN, self.region.len - SDT_HEADER_LEN)
             .unwrap_or(self.region)
@@ -134,28 +138,29 @@ impl Table {
 }
 
 /// The root table (XSDT or RSDT) and what it points to.
-#[derive(Debug, Clone, Copy)]
-pub struct Tables {
-    root: Table,
+#[derive(Clone, Copy)]
+pub struct Tables<'m> {
+    root: Table<'m>,
     entry_size: u64,
 }
 
-impl Tables {
+impl<'m> Tables<'m> {
     /// Finds the root table from the start info's RSDP address, else by scanning the BIOS area.
-    pub fn discover(rsdp_hint: u64) -> Result<Self, AcpiError> {
+    pub fn discover(mem: &'m dyn Memory, rsdp_hint: u64) -> Result<Self, AcpiError> {
         let rsdp = if rsdp_hint != 0 {
             rsdp_hint
         } else {
-            scan_bios_area().ok_or(AcpiError::NoRsdp)?
+            scan_bios_area(mem).ok_or(AcpiError::NoRsdp)?
         };
-        let (root_addr, entry_size) = root_from_rsdp(rsdp)?;
+        let (root_addr, entry_size) = root_from_rsdp(mem, rsdp)?;
         let expect = if entry_size == 8 { b"XSDT" } else { b"RSDT" };
-        let root = Table::read(root_addr, Some(expect))?;
+        let root = Table::read(mem, root_addr, Some(expect))?;
         Ok(Self { root, entry_size })
     }
 
     /// The first table with this signature.
-    pub fn find(&self, signature: &[u8; 4]) -> Result<Table, AcpiError> {
+    pub fn find(&self, signature: &[u8; 4]) -> Result<Table<'m>, AcpiError> {
+        let mem = self.root.region.memory();
         let body = self.root.body();
         let count = body.len / self.entry_size;
         for i in 0..count {
@@ -168,12 +173,12 @@ impl Tables {
             let Some(addr) = addr.filter(|&a| a != 0) else {
                 continue;
             };
-            let Ok(head) = Region::new(addr, 4) else {
+            let Ok(head) = Region::new(mem, addr, 4) else {
                 continue;
             };
             let mut sig = [0u8; 4];
             if head.read(0, &mut sig) && &sig == signature {
-                return Table::read(addr, Some(signature));
+                return Table::read(mem, addr, Some(signature));
             }
         }
         Err(AcpiError::Missing(*signature))
@@ -193,7 +198,7 @@ pub const SPACE_MEMORY: u8 = 0;
 pub const SPACE_IO: u8 = 1;
 
 impl Gas {
-    fn read(region: &Region, offset: u64) -> Option<Self> {
+    fn read(region: &Region<'_>, offset: u64) -> Option<Self> {
         Some(Self {
             space: region.u8(offset)?,
             bit_width: region.u8(offset + 1)?,
@@ -238,7 +243,7 @@ pub const FLAG_HW_REDUCED_ACPI: u32 = 1 << 20;
 pub const FLAG_RESET_REG_SUP: u32 = 1 << 10;
 
 impl Fadt {
-    pub fn parse(table: &Table) -> Self {
+    pub fn parse(table: &Table<'_>) -> Self {
         let r = &table.region;
         let gas = |offset: u64| Gas::read(r, offset).filter(|g| g.address != 0);
         // A fixed 32-bit PM1 control block is an I/O port number (width from PM1_CNT_LEN).
@@ -271,7 +276,7 @@ impl Fadt {
 
 /// Counts enabled processors in the MADT: Local APIC (type 0) and Local x2APIC (type 9)
 /// entries with the Enabled flag (bit 0).
-pub fn count_cpus(madt: &Table) -> Result<u64, AcpiError> {
+pub fn count_cpus(madt: &Table<'_>) -> Result<u64, AcpiError> {
     let body = madt.body();
     // 8 bytes of local APIC address and flags precede the entries.
     let mut off = 8;
@@ -301,7 +306,7 @@ pub fn count_cpus(madt: &Table) -> Result<u64, AcpiError> {
 
 /// Reads SLP_TYPa for S5 from the `\_S5_` package in the DSDT: the name, then PackageOp (0x12),
 /// PkgLength, NumElements, and the first element as BytePrefix (0x0A) n, ZeroOp or OneOp.
-pub fn s5_sleep_type(dsdt: &Table) -> Result<u8, AcpiError> {
+pub fn s5_sleep_type(dsdt: &Table<'_>) -> Result<u8, AcpiError> {
     let aml = dsdt.body();
     let mut at = 0;
     while at + 4 <= aml.len {
@@ -324,7 +329,7 @@ pub fn s5_sleep_type(dsdt: &Table) -> Result<u8, AcpiError> {
     Err(AcpiError::NoS5)
 }
 
-fn parse_s5_package(aml: &Region, mut at: u64) -> Result<u8, AcpiError> {
+fn parse_s5_package(aml: &Region<'_>, mut at: u64) -> Result<u8, AcpiError> {
     let mut next = || {
         let b = aml.u8(at).ok_or(AcpiError::BadS5("truncated"));
         at += 1;

@@ -8,7 +8,8 @@
 //! online and halts with interrupts off.
 #![allow(unsafe_code)] // reason: AP startup code is assembly; the trampoline is copied as bytes.
 
-use crate::phys::{self, PhysError, Region};
+use crate::identity;
+use crate::phys::PhysError;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 /// APs beyond this many get no stack and stay halted in the startup code (not counted).
@@ -148,14 +149,14 @@ pub fn install_trampoline(page: u64) -> Result<u8, PhysError> {
     if !page.is_multiple_of(4096) || page + 4096 > 0x10_0000 || len > 4096 {
         return Err(PhysError::OutOfRange { addr: page, len });
     }
-    let source = Region::new(start, len)?;
+    let source = identity::region(start, len)?;
     for i in 0..len {
-        phys::write(page + i, 1, u64::from(source.u8(i).unwrap_or(0)))?;
+        identity::write(page + i, 1, u64::from(source.u8(i).unwrap_or(0)))?;
     }
     let gdt_base = (page + (gdt - start)) as u32;
     let base_field = page + (gdt_ptr - start) + 2;
     for (i, b) in gdt_base.to_le_bytes().iter().enumerate() {
-        phys::write(base_field + i as u64, 1, u64::from(*b))?;
+        identity::write(base_field + i as u64, 1, u64::from(*b))?;
     }
     Ok((page >> 12) as u8)
 }

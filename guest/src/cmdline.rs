@@ -1,21 +1,21 @@
 //! The guest command line (`probe.run=NAME probe.secs=N ...`), copied out of guest memory once
 //! so scenarios can look keys up without touching the VMM's copy again.
 
-use crate::phys::Region;
-use crate::serial::Out;
+use crate::phys::{Memory, PhysError, Region};
+use crate::report::Sink;
 
 /// Longest command line the probe keeps; a longer one is an error rather than silently cut.
 pub const MAX_LEN: usize = 2048;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CmdlineError {
-    Unmapped(crate::phys::PhysError),
+    Unmapped(PhysError),
     TooLong,
     BadNumber,
 }
 
 impl CmdlineError {
-    pub fn report(&self, out: Out) -> Out {
+    pub fn report<S: Sink>(&self, out: S) -> S {
         match *self {
             CmdlineError::Unmapped(e) => e.report(out.s("command line: ")),
             CmdlineError::TooLong => out
@@ -42,16 +42,18 @@ impl Cmdline {
     }
 
     /// Copies the string at `paddr` (0 means "no command line").
-    pub fn read(paddr: u64) -> Result<Self, CmdlineError> {
+    pub fn read(mem: &dyn Memory, paddr: u64) -> Result<Self, CmdlineError> {
         let mut line = Self::empty();
         if paddr == 0 {
             return Ok(line);
         }
-        // The string may end close to the top of the mapped window: map only what exists.
-        let len = (MAX_LEN as u64 + 1).min(crate::phys::MAPPED_LIMIT.saturating_sub(paddr));
-        let region = Region::new(paddr, len).map_err(CmdlineError::Unmapped)?;
-        for i in 0..region.len {
-            let b = region.u8(i).unwrap_or(0);
+        // Byte by byte: the string may end right before unreadable memory.
+        for i in 0..=MAX_LEN as u64 {
+            let addr = paddr.checked_add(i).ok_or(CmdlineError::TooLong)?;
+            let b = Region::new(mem, addr, 1)
+                .map_err(CmdlineError::Unmapped)?
+                .u8(0)
+                .unwrap_or(0);
             if b == 0 {
                 return Ok(line);
             }

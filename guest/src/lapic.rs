@@ -4,8 +4,8 @@
 //!
 //! Registers: Intel SDM Vol. 3A §11.4 (base MSR), §11.5.4 (timer), §11.9 (spurious vector).
 
+use crate::identity::write;
 use crate::idt::{SPURIOUS_VECTOR, TIMER_VECTOR};
-use crate::phys::write;
 use crate::port::{cpuid, outb, rdmsr};
 
 const IA32_APIC_BASE: u32 = 0x1B;

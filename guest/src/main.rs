@@ -42,21 +42,20 @@
 #![no_std]
 #![no_main]
 
-mod acpi;
 mod ap;
 mod clock;
-mod cmdline;
+mod identity;
 mod idt;
 mod lapic;
 mod marker;
 mod mem;
-mod phys;
 mod port;
 mod power;
 mod scenario;
 mod serial;
 mod start;
-mod start_info;
+
+use probe::{acpi, cmdline, phys, start_info};
 
 use cmdline::Cmdline;
 use power::Ending;
@@ -72,7 +71,7 @@ pub extern "C" fn probe_main(start_info_paddr: u32) -> ! {
     idt::init();
     out().s("probe: started").nl();
 
-    let start_info = match StartInfo::read(u64::from(start_info_paddr)) {
+    let start_info = match StartInfo::read(&identity::MEMORY, u64::from(start_info_paddr)) {
         Ok(info) => {
             out()
                 .s("probe: start info version ")
@@ -85,7 +84,7 @@ pub extern "C" fn probe_main(start_info_paddr: u32) -> ! {
             None
         }
     };
-    let cmdline = match start_info.map(|s| Cmdline::read(s.cmdline_paddr)) {
+    let cmdline = match start_info.map(|s| Cmdline::read(&identity::MEMORY, s.cmdline_paddr)) {
         Some(Ok(line)) => line,
         Some(Err(e)) => {
             e.report(error()).nl();

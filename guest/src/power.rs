@@ -2,6 +2,7 @@
 //! final boot-progress marker. If a request does not take effect the probe says so and halts.
 
 use crate::acpi::{self, AcpiError, Fadt, Gas, Tables};
+use crate::identity::MEMORY;
 use crate::port::{outb, outl, outw};
 use crate::serial::{error, out};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -90,20 +91,20 @@ fn write_gas(gas: &Gas, value: u64) -> Result<(), PowerError> {
             Ok(())
         }
         acpi::SPACE_MEMORY => {
-            crate::phys::write(gas.address, width, value).map_err(PowerError::Register)
+            crate::identity::write(gas.address, width, value).map_err(PowerError::Register)
         }
         other => Err(PowerError::UnsupportedSpace(other)),
     }
 }
 
 fn fadt(rsdp_hint: u64) -> Result<Fadt, PowerError> {
-    let tables = Tables::discover(rsdp_hint)?;
+    let tables = Tables::discover(&MEMORY, rsdp_hint)?;
     Ok(Fadt::parse(&tables.find(b"FACP")?))
 }
 
 fn request_power_off(rsdp_hint: u64) -> Result<(), PowerError> {
     let fadt = fadt(rsdp_hint)?;
-    let dsdt = acpi::Table::read(fadt.dsdt, Some(b"DSDT"))?;
+    let dsdt = acpi::Table::read(&MEMORY, fadt.dsdt, Some(b"DSDT"))?;
     let slp_typ = u64::from(acpi::s5_sleep_type(&dsdt)?);
     out().s("probe: ACPI power-off, SLP_TYP=").dec(slp_typ).nl();
     crate::marker::write(crate::marker::ENDING);

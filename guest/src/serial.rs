@@ -116,3 +116,21 @@ pub fn result(key: &str) -> Out {
 pub fn error() -> Out {
     out().s("PROBE-ERROR ")
 }
+
+impl probe::report::Sink for Out {
+    fn s(self, text: &str) -> Self {
+        Out::s(self, text)
+    }
+
+    fn bytes(self, data: &[u8]) -> Self {
+        Out::bytes(self, data)
+    }
+
+    fn dec(self, value: u64) -> Self {
+        Out::dec(self, value)
+    }
+
+    fn hex(self, value: u64) -> Self {
+        Out::hex(self, value)
+    }
+}

@@ -1,8 +1,8 @@
 //! The PVH start info (`struct hvm_start_info`, Xen `arch-x86/hvm/start_info.h`): where the VMM
 //! put the command line, the memory map and the ACPI RSDP.
 
-use crate::phys::{PhysError, Region};
-use crate::serial::Out;
+use crate::phys::{Memory, PhysError, Region};
+use crate::report::Sink;
 
 /// `hvm_start_info.magic`: "xEn3" with the high bit of the first byte set.
 pub const MAGIC: u32 = 0x336e_c578;
@@ -16,7 +16,7 @@ const MAX_MEMMAP_ENTRIES: u32 = 1024;
 /// E820 type of usable RAM.
 pub const MEMMAP_RAM: u32 = 1;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartInfoError {
     NullPointer,
     Unmapped(PhysError),
@@ -26,7 +26,7 @@ pub enum StartInfoError {
 }
 
 impl StartInfoError {
-    pub fn report(&self, out: Out) -> Out {
+    pub fn report<S: Sink>(&self, out: S) -> S {
         let out = out.s("start info: ");
         match *self {
             StartInfoError::NullPointer => out.s("EBX holds a null pointer"),
@@ -41,15 +41,15 @@ impl StartInfoError {
 }
 
 /// The validated fields of the start info.
-#[derive(Debug, Clone, Copy)]
-pub struct StartInfo {
+#[derive(Clone, Copy)]
+pub struct StartInfo<'m> {
     /// Where the structure itself is.
     pub paddr: u64,
     pub version: u32,
     pub cmdline_paddr: u64,
     pub rsdp_paddr: u64,
     /// The memory map, if the structure is version 1 or later and has one.
-    pub memmap: Option<Region>,
+    pub memmap: Option<Region<'m>>,
 }
 
 /// One memory-map entry.
@@ -60,13 +60,13 @@ pub struct MemEntry {
     pub kind: u32,
 }
 
-impl StartInfo {
+impl<'m> StartInfo<'m> {
     /// Reads and validates the start info at `paddr` (the value of EBX at entry).
-    pub fn read(paddr: u64) -> Result<Self, StartInfoError> {
+    pub fn read(mem: &'m dyn Memory, paddr: u64) -> Result<Self, StartInfoError> {
         if paddr == 0 {
             return Err(StartInfoError::NullPointer);
         }
-        let head = Region::new(paddr, SIZE_V0).map_err(StartInfoError::Unmapped)?;
+        let head = Region::new(mem, paddr, SIZE_V0).map_err(StartInfoError::Unmapped)?;
         let field = |offset| head.u32(offset).unwrap_or(0);
         let field64 = |offset| head.u64(offset).unwrap_or(0);
         let magic = field(0);
@@ -82,14 +82,14 @@ impl StartInfo {
             memmap: None,
         };
         if version >= 1 {
-            let full = Region::new(paddr, SIZE_V1).map_err(StartInfoError::Unmapped)?;
+            let full = Region::new(mem, paddr, SIZE_V1).map_err(StartInfoError::Unmapped)?;
             let memmap_paddr = full.u64(40).unwrap_or(0);
             let entries = full.u32(48).unwrap_or(0);
             if entries > MAX_MEMMAP_ENTRIES {
                 return Err(StartInfoError::MemmapTooLong(entries));
             }
             if memmap_paddr != 0 && entries != 0 {
-                let region = Region::new(memmap_paddr, u64::from(entries) * MEMMAP_ENTRY_SIZE)
+                let region = Region::new(mem, memmap_paddr, u64::from(entries) * MEMMAP_ENTRY_SIZE)
                     .map_err(StartInfoError::MemmapUnmapped)?;
                 info.memmap = Some(region);
             }
@@ -98,7 +98,7 @@ impl StartInfo {
     }
 
     /// The memory-map entries (none if the VMM gave no map).
-    pub fn memmap(&self) -> impl Iterator<Item = MemEntry> {
+    pub fn memmap(&self) -> impl Iterator<Item = MemEntry> + 'm {
         let region = self.memmap;
         let count = region.map_or(0, |r| r.len / MEMMAP_ENTRY_SIZE);
         (0..count).filter_map(move |i| {

@@ -13,7 +13,8 @@ use crate::start_info::MEMMAP_RAM;
 const MIB: u64 = 1 << 20;
 
 pub fn run(ctx: &Context) -> Ending {
-    match Tables::discover(ctx.rsdp_hint()).and_then(|t| t.find(b"APIC")) {
+    match Tables::discover(&crate::identity::MEMORY, ctx.rsdp_hint()).and_then(|t| t.find(b"APIC"))
+    {
         Ok(madt) => match count_cpus(&madt) {
             Ok(cpus) => result("cpus").dec(cpus).nl(),
             Err(e) => e.report(error()).nl(),

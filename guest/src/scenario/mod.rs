@@ -13,7 +13,7 @@ use crate::start_info::StartInfo;
 /// What a scenario gets to work with.
 pub struct Context<'a> {
     /// `None` if the start info was unusable (already reported as a `PROBE-ERROR`).
-    pub start_info: Option<StartInfo>,
+    pub start_info: Option<StartInfo<'static>>,
     pub cmdline: &'a Cmdline,
 }
 

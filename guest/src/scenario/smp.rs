@@ -53,7 +53,9 @@ fn wait_ns(clock: &Clock, ns: u64) {
 }
 
 pub fn run(ctx: &Context) -> Ending {
-    let cpus = match Tables::discover(ctx.rsdp_hint()).and_then(|t| count_cpus(&t.find(b"APIC")?)) {
+    let cpus = match Tables::discover(&crate::identity::MEMORY, ctx.rsdp_hint())
+        .and_then(|t| count_cpus(&t.find(b"APIC")?))
+    {
         Ok(n) => n,
         Err(e) => {
             e.report(error()).nl();
@@ -91,8 +93,8 @@ pub fn run(ctx: &Context) -> Ending {
         };
         let apic = crate::port::rdmsr(0x1B) & 0x000F_FFFF_FFFF_F000;
         let icr = |value: u64| {
-            let _ = crate::phys::write(apic + ICR_HIGH, 4, 0);
-            let _ = crate::phys::write(apic + ICR_LOW, 4, value);
+            let _ = crate::identity::write(apic + ICR_HIGH, 4, 0);
+            let _ = crate::identity::write(apic + ICR_LOW, 4, value);
         };
         // INIT, 10 ms, STARTUP, 200 us, STARTUP (SDM Vol. 3A §9.4.4.1).
         icr(ICR_ALL_BUT_SELF_INIT);
