@@ -11,7 +11,7 @@ use vmm::vm::Vm;
 
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
-  0  the guest powered off
+  0  the guest powered off, or SIGINT/SIGTERM stopped it
   1  VMM internal error (including KVM internal errors and emulation failures)
   2  invalid configuration or arguments
   3  the guest requested a reboot
@@ -107,13 +107,17 @@ fn run_vm(config: &VmConfig) -> u8 {
         }
     };
     let clock = vm.clock();
+    if let Err(e) = vmm::signals::stop_on_termination(vm.handle()) {
+        log::warn!("{e}; SIGINT/SIGTERM will end the process without stopping the VM");
+    }
     let result = vm.run();
     eprintln!("{}", clock.snapshot());
     match result {
         Ok(reason) => {
             match &reason {
-                ExitReason::PowerOff => log::info!("{reason}"),
-                ExitReason::Reboot => log::info!("{reason}"),
+                ExitReason::PowerOff | ExitReason::Reboot | ExitReason::HostStop => {
+                    log::info!("{reason}")
+                }
                 ExitReason::TripleFault { .. } | ExitReason::InternalError(_) => {
                     eprintln!("podvisor: {reason}")
                 }

@@ -207,6 +207,42 @@ fn no_kvm_device() {
     assert_refused(&out, 1, &["/dev/kvm"]);
 }
 
+/// Not an error, but the other way a run ends from the command line: SIGTERM stops the VM,
+/// the timing line is printed and the status is 0.
+#[test]
+fn sigterm_stops_a_running_guest() {
+    if !kvm_available() {
+        return;
+    }
+    let probe = podvisor_tests::probe::probe_path();
+    let child = Command::new(PODVISOR)
+        .args(["run", "--kernel", probe.to_str().unwrap()])
+        .args([
+            "--cmdline",
+            "probe.run=idle probe.secs=600",
+            "--memory",
+            "64M",
+        ])
+        .args(["--serial", "off"])
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("boot-timing first-instruction-us="),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn help_documents_the_exit_statuses() {
     let out = Command::new(PODVISOR)
@@ -216,7 +252,7 @@ fn help_documents_the_exit_statuses() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for line in [
-        "0  the guest powered off",
+        "0  the guest powered off, or SIGINT/SIGTERM stopped it",
         "1  VMM internal error",
         "2  invalid configuration",
         "3  the guest requested a reboot",

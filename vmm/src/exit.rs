@@ -5,7 +5,7 @@
 //!
 //! | status | meaning |
 //! | --- | --- |
-//! | 0 | the guest powered off (ACPI sleep, `KVM_SYSTEM_EVENT_SHUTDOWN`) |
+//! | 0 | the guest powered off (ACPI sleep, `KVM_SYSTEM_EVENT_SHUTDOWN`), or the host stopped it (API, SIGINT/SIGTERM) |
 //! | 1 | VMM internal error, including KVM internal errors and emulation failures |
 //! | 2 | invalid configuration or arguments |
 //! | 3 | the guest asked for a reboot (ACPI reset, keyboard controller, `KVM_SYSTEM_EVENT_RESET`) |
@@ -29,6 +29,8 @@ pub const EXIT_TRIPLE_FAULT: u8 = 4;
 pub enum ExitReason {
     PowerOff,
     Reboot,
+    /// The host asked the VM to stop (API request, SIGINT/SIGTERM).
+    HostStop,
     /// `KVM_EXIT_SHUTDOWN` on the given vCPU.
     TripleFault {
         vcpu: u32,
@@ -42,7 +44,7 @@ impl ExitReason {
     /// The process exit status for this ending.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ExitReason::PowerOff => EXIT_POWER_OFF,
+            ExitReason::PowerOff | ExitReason::HostStop => EXIT_POWER_OFF,
             ExitReason::Reboot => EXIT_REBOOT,
             ExitReason::TripleFault { .. } => EXIT_TRIPLE_FAULT,
             ExitReason::InternalError(_) => EXIT_INTERNAL_ERROR,
@@ -55,6 +57,7 @@ impl fmt::Display for ExitReason {
         match self {
             ExitReason::PowerOff => f.write_str("guest powered off"),
             ExitReason::Reboot => f.write_str("guest requested a reboot"),
+            ExitReason::HostStop => f.write_str("stopped by the host"),
             ExitReason::TripleFault { vcpu } => write!(f, "vCPU {vcpu} triple-faulted"),
             ExitReason::InternalError(what) => write!(f, "internal error: {what}"),
         }

@@ -26,6 +26,7 @@ pub mod cpu;
 pub mod exit;
 pub mod layout;
 pub mod memory;
+pub mod signals;
 pub mod snp_launch;
 pub mod vcpu;
 pub mod vm;

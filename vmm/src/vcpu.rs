@@ -48,6 +48,8 @@ pub enum VmEvent {
     Exit { index: u32, reason: ExitReason },
     /// The thread left its run loop and is about to return.
     Stopped { index: u32 },
+    /// The host (API, signal) asked for the VM to stop.
+    HostStop,
 }
 
 /// Shared between the control loop, the vCPU threads and the device callbacks.

@@ -96,6 +96,20 @@ fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { op, source }
 }
 
+/// Lets other threads ask a VM to stop; cheap to clone.
+#[derive(Clone)]
+pub struct VmHandle {
+    events: Sender<VmEvent>,
+}
+
+impl VmHandle {
+    /// Asks the control loop to stop every vCPU and end the run with
+    /// [`ExitReason::HostStop`]. Returns false if the VM has already been torn down.
+    pub fn stop(&self) -> bool {
+        self.events.send(VmEvent::HostStop).is_ok()
+    }
+}
+
 /// A built, not yet running VM.
 pub struct Vm {
     // Field order matters for drop: vCPU fds go before the VM fd, RAM last.
@@ -106,6 +120,8 @@ pub struct Vm {
     control: Arc<RunControl>,
     clock: Arc<BootClock>,
     events: Receiver<VmEvent>,
+    /// Kept so [`Vm::handle`] can hand out senders.
+    events_tx: Sender<VmEvent>,
     /// Interrupt eventfds registered as irqfds, kept for the VM's lifetime.
     _irqfds: Vec<EventFd>,
 }
@@ -208,8 +224,16 @@ impl Vm {
             control,
             clock,
             events: rx,
+            events_tx: tx,
             _irqfds: irqfds,
         })
+    }
+
+    /// A handle to stop the VM from another thread (the API, a signal handler).
+    pub fn handle(&self) -> VmHandle {
+        VmHandle {
+            events: self.events_tx.clone(),
+        }
     }
 
     /// The boot timeline, live while the VM runs.
@@ -256,6 +280,7 @@ impl Vm {
                 VmEvent::Guest(GuestRequest::PowerOff) => return Some(ExitReason::PowerOff),
                 VmEvent::Guest(GuestRequest::Reset) => return Some(ExitReason::Reboot),
                 VmEvent::Exit { reason, .. } => return Some(reason),
+                VmEvent::HostStop => return Some(ExitReason::HostStop),
                 VmEvent::Stopped { index } => {
                     log::warn!("vcpu{index} stopped without a reason");
                     running -= 1;
@@ -319,13 +344,12 @@ fn build_pio_bus(
     let mut bus = Bus::new();
     let mut irqfds = Vec::new();
     let bus_err = |what| move |source| VmError::Bus { what, source };
-    let request_tx = Mutex::new(tx.clone());
+    let request_tx = tx.clone();
     let request_control = control.clone();
     let on_request: GuestRequestHandler = Arc::new(move |request| {
         request_control.request_stop();
-        let tx = request_tx.lock().unwrap_or_else(|e| e.into_inner());
         // A closed channel means the VM is already stopping.
-        let _ = tx.send(VmEvent::Guest(request));
+        let _ = request_tx.send(VmEvent::Guest(request));
     });
 
     if let Some(out) = serial_out {

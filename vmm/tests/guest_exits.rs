@@ -180,3 +180,24 @@ fn unclaimed_ports_read_all_ones() {
     let (reason, _) = run_guest("ports", &code, 1, SerialOutput::Off);
     assert_eq!(reason, ExitReason::PowerOff);
 }
+
+#[test]
+fn host_stop_ends_a_spinning_guest() {
+    if !kvm_available() {
+        return;
+    }
+    let mut config = VmConfig::new(pvh_kernel("spin", &SPIN));
+    config.memory = 32 << 20;
+    config.vcpus = 2;
+    config.serial = SerialOutput::Off;
+    let vm = Vm::build(&config).unwrap();
+    let handle = vm.handle();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        handle.stop()
+    });
+    let started = Instant::now();
+    assert_eq!(vm.run().unwrap(), ExitReason::HostStop);
+    assert!(stopper.join().unwrap(), "the VM was running when stopped");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
