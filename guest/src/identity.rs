@@ -5,7 +5,7 @@
 //! whatever is there without alignment faults or compiler assumptions about the contents.
 #![allow(unsafe_code)] // reason: dereferences physical addresses through the identity map.
 
-use probe::phys::{Memory, PhysError, Region};
+use probe_parse::phys::{Memory, PhysError, Region};
 
 /// End of the identity-mapped window set up by the startup code (4 GiB).
 pub const MAPPED_LIMIT: u64 = 4 << 30;

@@ -55,7 +55,7 @@ mod scenario;
 mod serial;
 mod start;
 
-use probe::{acpi, cmdline, phys, start_info};
+use probe_parse::{acpi, cmdline, phys, start_info};
 
 use cmdline::Cmdline;
 use power::Ending;

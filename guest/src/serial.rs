@@ -117,7 +117,7 @@ pub fn error() -> Out {
     out().s("PROBE-ERROR ")
 }
 
-impl probe::report::Sink for Out {
+impl probe_parse::report::Sink for Out {
     fn s(self, text: &str) -> Self {
         Out::s(self, text)
     }

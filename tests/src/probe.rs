@@ -22,6 +22,8 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 #[cfg(test)]
+mod parse_tests;
+#[cfg(test)]
 mod tests;
 
 /// `podvisor run` exit statuses (see `podvisor run --help`).
