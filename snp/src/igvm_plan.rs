@@ -58,6 +58,13 @@ pub enum IgvmPlanError {
         #[source]
         source: std::io::Error,
     },
+    /// A header's data offset points before the file data section.
+    #[error("invalid IGVM file: header at offset {at:#x} has file offset {file_offset:#x} before the data section at {data_start:#x}")]
+    BadFileOffset {
+        at: usize,
+        file_offset: u32,
+        data_start: u64,
+    },
     /// The `igvm` crate refused the file (bad header, checksum, layout).
     #[error("invalid IGVM file: {0}")]
     Parse(#[from] igvm::Error),
@@ -384,6 +391,54 @@ pub fn read_igvm_file(path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(io)
 }
 
+fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Variable header types whose payload holds a `file_offset` at byte 12 (IGVM
+/// `IGVM_VHS_PARAMETER_AREA`, `IGVM_VHS_PAGE_DATA`, `IGVM_VHS_VP_CONTEXT`).
+const TYPES_WITH_FILE_OFFSET: [u32; 3] = [0x301, 0x302, 0x304];
+
+/// Refuse headers whose `file_offset` points before the file data section. `igvm` 0.5
+/// subtracts the data start from such an offset without a check, which overflows (a panic in
+/// builds with overflow checks) instead of reporting an error.
+fn precheck_file_offsets(bytes: &[u8]) -> Result<()> {
+    let (Some(var_off), Some(var_size)) = (le_u32(bytes, 8), le_u32(bytes, 12)) else {
+        return Ok(()); // Too short: the igvm crate reports the bad fixed header.
+    };
+    let data_start = u64::from(var_off) + u64::from(var_size);
+    let mut at = var_off as usize;
+    let end = (data_start as usize).min(bytes.len());
+    while at < end {
+        let (Some(typ), Some(len)) = (le_u32(bytes, at), le_u32(bytes, at + 4)) else {
+            break;
+        };
+        let payload = at + 8;
+        if TYPES_WITH_FILE_OFFSET.contains(&typ) && len >= 16 {
+            if let Some(file_offset) = le_u32(bytes, payload + 12) {
+                if file_offset != 0 && u64::from(file_offset) < data_start {
+                    return Err(IgvmPlanError::BadFileOffset {
+                        at,
+                        file_offset,
+                        data_start,
+                    });
+                }
+            }
+        }
+        // Headers are padded to 8 bytes.
+        let Some(next) = (len as usize)
+            .checked_add(7)
+            .map(|l| l & !7)
+            .and_then(|l| payload.checked_add(l))
+        else {
+            break;
+        };
+        at = next;
+    }
+    Ok(())
+}
+
 /// Parse `bytes` as an IGVM file and build the launch plan for `cfg`.
 pub fn plan_from_igvm(bytes: &[u8], cfg: &VmConfig) -> Result<LaunchPlan> {
     if bytes.len() > MAX_FILE_SIZE {
@@ -392,6 +447,7 @@ pub fn plan_from_igvm(bytes: &[u8], cfg: &VmConfig) -> Result<LaunchPlan> {
     if cfg.vcpus == 0 || cfg.vcpus > MAX_VCPUS {
         return Err(PlanError::BadVcpuCount(cfg.vcpus).into());
     }
+    precheck_file_offsets(bytes)?;
     let file = IgvmFile::new_from_binary(bytes, Some(igvm::IsolationType::Snp))?;
     plan_from_file(&file, cfg)
 }
