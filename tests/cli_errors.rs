@@ -1,5 +1,7 @@
 //! `podvisor run` refuses bad input with one clear line on stderr and the documented exit
 //! status (2 for configuration, 1 for host problems), never a panic.
+// Test helpers outside #[test] functions: a failed setup step should fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -191,6 +191,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)] // reason: one RAM range is the expected value
     fn ram_splits_around_the_hole() {
         assert_eq!(ram_ranges(512 << 20), Some(vec![0..512 << 20]));
         assert_eq!(ram_ranges(3 << 30), Some(vec![0..3 << 30]));

@@ -25,7 +25,7 @@ use crate::acpi::{self, AcpiConfig};
 use crate::boot::{self, BootError, BootSource};
 use crate::clock::BootClock;
 use crate::config::{ConfigError, HostLimits, SerialOutput, VmConfig, MAX_VCPUS};
-use crate::cpu::{self, CpuError, VcpuSetup};
+use crate::cpu::{self, CpuError, EntryMode, VcpuSetup};
 use crate::exit::{ExitReason, EXIT_INTERNAL_ERROR, EXIT_INVALID_CONFIG};
 use crate::layout;
 use crate::memory::{self, MemoryError};
@@ -136,17 +136,7 @@ impl Vm {
         boot::check_kernel_format(&config.kernel)?;
         let serial_out = serial_writer(&config.serial)?;
 
-        let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
-        for (cap, name) in [
-            (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
-            (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
-            (Cap::Irqfd, "KVM_CAP_IRQFD"),
-            (Cap::Pit2, "KVM_CAP_PIT2"),
-        ] {
-            if !kvm.check_extension(cap) {
-                return Err(VmError::MissingCapability(name));
-            }
-        }
+        let kvm = open_kvm()?;
         config.validate(&HostLimits {
             max_vcpus: u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX),
             ..host
@@ -178,39 +168,14 @@ impl Vm {
         let markers = boot_marker::BootMarkerLog::new();
         let clock = Arc::new(BootClock::new(markers.clone()));
         let (pio, irqfds) = build_pio_bus(&vm_fd, serial_out, &control, &tx, markers)?;
-        let mmio = Bus::new();
-
-        let supported_cpuid = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-        let msr_list = kvm
-            .get_msr_index_list()
-            .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?;
-        let mut vcpus = Vec::new();
-        for index in 0..config.vcpus {
-            let fd = vm_fd
-                .create_vcpu(u64::from(index))
-                .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-            cpu::configure(
-                &fd,
-                &VcpuSetup {
-                    index,
-                    count: config.vcpus,
-                    supported_cpuid: &supported_cpuid,
-                    supported_msrs: msr_list.as_slice(),
-                    boot: (index == 0).then_some((&memory, entry)),
-                },
-            )?;
-            vcpus.push(Vcpu {
-                index,
-                fd,
-                pio: pio.clone(),
-                mmio: mmio.clone(),
-                control: control.clone(),
-                events: tx.clone(),
-                clock: clock.clone(),
-            });
-        }
+        let shared = VcpuShared {
+            pio,
+            mmio: Bus::new(),
+            control: control.clone(),
+            events: tx.clone(),
+            clock: clock.clone(),
+        };
+        let vcpus = create_vcpus(&kvm, &vm_fd, config.vcpus, &memory, entry, &shared)?;
         log::info!(
             "VM built: {} vCPU(s), {} MiB, entry {entry:x?}",
             config.vcpus,
@@ -311,6 +276,74 @@ impl Vm {
             }
         }
     }
+}
+
+/// Opens `/dev/kvm` and checks the capabilities every VM needs.
+fn open_kvm() -> Result<Kvm, VmError> {
+    let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+    for (cap, name) in [
+        (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+        (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+        (Cap::Irqfd, "KVM_CAP_IRQFD"),
+        (Cap::Pit2, "KVM_CAP_PIT2"),
+    ] {
+        if !kvm.check_extension(cap) {
+            return Err(VmError::MissingCapability(name));
+        }
+    }
+    Ok(kvm)
+}
+
+/// What every vCPU thread gets a clone of.
+struct VcpuShared {
+    pio: Bus,
+    mmio: Bus,
+    control: Arc<RunControl>,
+    events: Sender<VmEvent>,
+    clock: Arc<BootClock>,
+}
+
+/// Creates and configures `count` vCPUs; vCPU 0 gets the boot registers for `entry`.
+fn create_vcpus(
+    kvm: &Kvm,
+    vm_fd: &VmFd,
+    count: u32,
+    memory: &GuestMemoryMmap,
+    entry: EntryMode,
+    shared: &VcpuShared,
+) -> Result<Vec<Vcpu>, VmError> {
+    let supported_cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+    let msr_list = kvm
+        .get_msr_index_list()
+        .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?;
+    let mut vcpus = Vec::new();
+    for index in 0..count {
+        let fd = vm_fd
+            .create_vcpu(u64::from(index))
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        cpu::configure(
+            &fd,
+            &VcpuSetup {
+                index,
+                count,
+                supported_cpuid: &supported_cpuid,
+                supported_msrs: msr_list.as_slice(),
+                boot: (index == 0).then_some((memory, entry)),
+            },
+        )?;
+        vcpus.push(Vcpu {
+            index,
+            fd,
+            pio: shared.pio.clone(),
+            mmio: shared.mmio.clone(),
+            control: shared.control.clone(),
+            events: shared.events.clone(),
+            clock: shared.clock.clone(),
+        });
+    }
+    Ok(vcpus)
 }
 
 /// In-kernel interrupt controllers and PIT, plus the addresses KVM needs on Intel hosts.

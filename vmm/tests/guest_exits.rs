@@ -1,6 +1,8 @@
 //! Builds and runs real VMs on KVM with tiny hand-assembled PVH guests, and checks how each
 //! ending is reported: power-off, reset, triple fault, serial output, boot markers, and that
 //! APs parked in wait-for-SIPI are stopped with the VM.
+// Test helpers outside #[test] functions: a failed setup step should fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
