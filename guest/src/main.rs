@@ -7,8 +7,12 @@
 //! with the first 4 GiB identity-mapped and calls [`probe_main`].
 //!
 //! # Command line
-//! `probe.run=NAME` selects a scenario from [`scenario::REGISTRY`]; scenarios read further
-//! `probe.*` keys (`probe.secs=N` for `idle`).
+//! `probe.run=NAME` selects a scenario from [`scenario::REGISTRY`] — `boot`, `poweroff`,
+//! `reboot`, `triple-fault`, `page-fault`, `idle`, `smp` (each module documents its results);
+//! scenarios read further `probe.*` keys (`probe.secs=N` for `idle`).
+//!
+//! The parsers of what the VMM hands over (start info, command line, ACPI tables) live in the
+//! `probe-parse` crate (`guest/parse`) so they can be tested on the host.
 //!
 //! # Output protocol (serial, 16550 at I/O port 0x3f8)
 //! - `PROBE-RESULT key=value` — a measured result, one per line.

@@ -4,7 +4,11 @@
 
 mod boot;
 mod idle;
+mod page_fault;
+mod poweroff;
+mod reboot;
 mod smp;
+mod triple_fault;
 
 use crate::cmdline::Cmdline;
 use crate::power::Ending;
@@ -30,27 +34,6 @@ pub struct Scenario {
     pub run: fn(&Context) -> Ending,
 }
 
-fn poweroff(_: &Context) -> Ending {
-    Ending::PowerOff
-}
-
-fn reboot(_: &Context) -> Ending {
-    Ending::Reboot
-}
-
-fn triple_fault(_: &Context) -> Ending {
-    Ending::TripleFault
-}
-
-/// Reads an unmapped address: the page fault must reach the probe's handler, which reports it
-/// as `PROBE-ERROR exception vector=14 ... cr2=0x...` and powers off. Checks that exceptions
-/// are delivered through the guest's IDT and that probe faults stay distinguishable from the
-/// deliberate triple fault.
-fn page_fault(_: &Context) -> Ending {
-    crate::idt::touch_unmapped();
-    Ending::PowerOff
-}
-
 /// Every scenario the probe knows.
 pub static REGISTRY: &[Scenario] = &[
     Scenario {
@@ -59,19 +42,19 @@ pub static REGISTRY: &[Scenario] = &[
     },
     Scenario {
         name: "poweroff",
-        run: poweroff,
+        run: poweroff::run,
     },
     Scenario {
         name: "reboot",
-        run: reboot,
+        run: reboot::run,
     },
     Scenario {
         name: "triple-fault",
-        run: triple_fault,
+        run: triple_fault::run,
     },
     Scenario {
         name: "page-fault",
-        run: page_fault,
+        run: page_fault::run,
     },
     Scenario {
         name: "idle",
