@@ -22,6 +22,7 @@ pub mod acpi;
 pub mod boot;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod cpu;
 pub mod exit;
 pub mod layout;

@@ -25,6 +25,7 @@ use crate::acpi::{self, AcpiConfig};
 use crate::boot::{self, BootError, BootSource};
 use crate::clock::BootClock;
 use crate::config::{ConfigError, HostLimits, SerialOutput, VmConfig, MAX_VCPUS};
+use crate::console::{self, SharedSerial};
 use crate::cpu::{self, CpuError, EntryMode, VcpuSetup};
 use crate::exit::{ExitReason, EXIT_INTERNAL_ERROR, EXIT_INVALID_CONFIG};
 use crate::layout;
@@ -124,6 +125,8 @@ pub struct Vm {
     events_tx: Sender<VmEvent>,
     /// Interrupt eventfds registered as irqfds, kept for the VM's lifetime.
     _irqfds: Vec<EventFd>,
+    /// The UART that stdin feeds once the VM runs.
+    console_input: Option<SharedSerial>,
 }
 
 impl Vm {
@@ -167,7 +170,9 @@ impl Vm {
         let control = Arc::new(RunControl::default());
         let markers = boot_marker::BootMarkerLog::new();
         let clock = Arc::new(BootClock::new(markers.clone()));
-        let (pio, irqfds) = build_pio_bus(&vm_fd, serial_out, &control, &tx, markers)?;
+        let (pio, irqfds, uart) = build_pio_bus(&vm_fd, serial_out, &control, &tx, markers)?;
+        // Only a console on the terminal takes input; file and off are output-only.
+        let console_input = uart.filter(|_| config.serial == SerialOutput::Stdout);
         let shared = VcpuShared {
             pio,
             mmio: Bus::new(),
@@ -191,6 +196,7 @@ impl Vm {
             events: rx,
             events_tx: tx,
             _irqfds: irqfds,
+            console_input,
         })
     }
 
@@ -209,6 +215,11 @@ impl Vm {
     /// Runs the VM to its end. Returns why it ended; `Err` only if it could not start.
     pub fn run(mut self) -> Result<ExitReason, VmError> {
         vcpu::install_kick_handler()?;
+        if let Some(uart) = self.console_input.take() {
+            if let Err(e) = console::forward_input(uart, std::io::stdin()) {
+                log::warn!("console input unavailable: {e}");
+            }
+        }
         let mut threads: Vec<(u32, JoinHandle<()>)> = Vec::new();
         let mut start_error = None;
         for vcpu in self.vcpus.drain(..) {
@@ -373,7 +384,7 @@ fn build_pio_bus(
     control: &Arc<RunControl>,
     tx: &Sender<VmEvent>,
     markers: boot_marker::BootMarkerLog,
-) -> Result<(Bus, Vec<EventFd>), VmError> {
+) -> Result<(Bus, Vec<EventFd>, Option<SharedSerial>), VmError> {
     let mut bus = Bus::new();
     let mut irqfds = Vec::new();
     let bus_err = |what| move |source| VmError::Bus { what, source };
@@ -385,6 +396,7 @@ fn build_pio_bus(
         let _ = request_tx.send(VmEvent::Guest(request));
     });
 
+    let mut console = None;
     if let Some(out) = serial_out {
         let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmError::EventFd {
             what: "serial interrupt",
@@ -395,12 +407,14 @@ fn build_pio_bus(
             .register_irqfd(&irq, serial::COM1_IRQ)
             .map_err(kvm_err("KVM_IRQFD (COM1)"))?;
         irqfds.push(irq);
+        let uart: SharedSerial = Arc::new(Mutex::new(uart));
         bus.insert(
-            Arc::new(Mutex::new(uart)),
+            uart.clone(),
             u64::from(serial::COM1_PORT),
             u64::from(serial::SERIAL_PORT_LEN),
         )
         .map_err(bus_err("serial port"))?;
+        console = Some(uart);
     }
     bus.insert(
         Arc::new(Mutex::new(boot_marker::BootMarkerPort::new(
@@ -423,7 +437,7 @@ fn build_pio_bus(
         u64::from(i8042::I8042_PORT_LEN),
     )
     .map_err(bus_err("i8042"))?;
-    Ok((bus, irqfds))
+    Ok((bus, irqfds, console))
 }
 
 fn serial_writer(out: &SerialOutput) -> Result<Option<Box<dyn Write + Send>>, VmError> {
