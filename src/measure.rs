@@ -217,6 +217,12 @@ fn measure_ovmf(path: &Path, args: &MeasureArgs) -> Result<String, MeasureError>
             )?)
         }
     };
+    if args.guest_features & snp::vmsa::SEV_FEATURES_SNP_ACTIVE == 0 {
+        log::warn!(
+            "--guest-features {:#x} lacks SNPActive (bit 0), which KVM always sets for SNP guests",
+            args.guest_features
+        );
+    }
     let cfg = OvmfLaunchConfig {
         vcpus: args.vcpus,
         vmm: args.vmm_type,

@@ -271,6 +271,7 @@ fn synthetic_images_match_reference() {
                 ("qemu", "EPYC-Milan"),
                 ("qemu", "EPYC-Genoa"),
                 ("ec2", "EPYC-v4"),
+                ("gce", "EPYC-v4"),
             ] {
                 for features in ["0x1", "0x21"] {
                     let d = compare(&Case {
