@@ -43,6 +43,25 @@ pub fn region(addr: u64, len: u64) -> Result<Region<'static>, PhysError> {
     Region::new(&MEMORY, addr, len)
 }
 
+/// Reads a `size`-byte (1, 2 or 4) value at `addr` as one naturally aligned access, as device
+/// registers (PCI configuration space through ECAM) need.
+pub fn read(addr: u64, size: u64) -> Result<u32, PhysError> {
+    check(addr, size)?;
+    if !matches!(size, 1 | 2 | 4) || !addr.is_multiple_of(size) {
+        return Err(PhysError::OutOfRange { addr, len: size });
+    }
+    // SAFETY: the range is inside the identity map and naturally aligned for its width; a
+    // volatile read of a device register has no effect on memory Rust code uses.
+    let value = unsafe {
+        match size {
+            1 => u32::from(core::ptr::read_volatile(addr as *const u8)),
+            2 => u32::from(core::ptr::read_volatile(addr as *const u16)),
+            _ => core::ptr::read_volatile(addr as *const u32),
+        }
+    };
+    Ok(value)
+}
+
 /// Writes `value` as a `size`-byte (1, 2, 4 or 8) little-endian store at `addr`, as one access
 /// of that width: device registers (an ACPI register in system memory space, the local APIC)
 /// need the exact width.

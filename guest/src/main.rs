@@ -8,7 +8,7 @@
 //!
 //! # Command line
 //! `probe.run=NAME` selects a scenario from [`scenario::REGISTRY`] — `boot`, `poweroff`,
-//! `reboot`, `triple-fault`, `page-fault`, `idle`, `smp` (each module documents its results);
+//! `reboot`, `triple-fault`, `page-fault`, `idle`, `smp`, `pci` (each module documents its results);
 //! scenarios read further `probe.*` keys (`probe.secs=N` for `idle`).
 //!
 //! The parsers of what the VMM hands over (start info, command line, ACPI tables) live in the

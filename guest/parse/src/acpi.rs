@@ -1,5 +1,6 @@
 //! The ACPI tables the probe reads (ACPI 6.5): RSDP (§5.2.5) → XSDT/RSDT (§5.2.7, §5.2.8) →
-//! FADT (§5.2.9), MADT (§5.2.12) and the `\_S5_` package in the DSDT (§7.4.2).
+//! FADT (§5.2.9), MADT (§5.2.12), the `\_S5_` package in the DSDT (§7.4.2), and MCFG (PCI
+//! Firmware Specification 3.3 §4.1.2) for PCI configuration access.
 //!
 //! The VMM built these tables, so they are checked like any other hostile input: signatures,
 //! lengths, checksums and bounds before a field is used, and every walk is bounded.
@@ -353,4 +354,65 @@ fn parse_s5_package(aml: &Region<'_>, mut at: u64) -> Result<u8, AcpiError> {
         0x01 => Ok(1),
         _ => Err(AcpiError::BadS5("first element is not a byte constant")),
     }
+}
+
+/// Size of one MCFG allocation entry (PCI Firmware Specification 3.3, Table 4-3).
+const MCFG_ENTRY_LEN: u64 = 16;
+/// Reserved bytes between the MCFG header and its first entry.
+const MCFG_RESERVED: u64 = 8;
+
+/// One enhanced configuration access (ECAM) window from the MCFG table: the configuration
+/// space of buses `start_bus..=end_bus` of a PCI segment, 4 KiB per function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ecam {
+    pub base: u64,
+    pub segment: u16,
+    pub start_bus: u8,
+    pub end_bus: u8,
+}
+
+impl Ecam {
+    /// Physical address of configuration register `offset` of `bus:device.function`, or
+    /// `None` if any part is out of range (bus outside the window, device > 31, function > 7,
+    /// offset past 4 KiB, or an address that overflows).
+    pub fn address(&self, bus: u8, device: u8, function: u8, offset: u16) -> Option<u64> {
+        if bus < self.start_bus
+            || bus > self.end_bus
+            || device > 31
+            || function > 7
+            || offset > 0xfff
+        {
+            return None;
+        }
+        let index = (u64::from(bus - self.start_bus) << 20)
+            | (u64::from(device) << 15)
+            | (u64::from(function) << 12)
+            | u64::from(offset);
+        self.base.checked_add(index)
+    }
+}
+
+/// The ECAM windows an MCFG table lists; entries whose bus range is reversed are an error.
+pub fn mcfg_windows<'a>(mcfg: &'a Table<'_>) -> impl Iterator<Item = Result<Ecam, AcpiError>> + 'a {
+    let body = mcfg.body();
+    let count = body.len.saturating_sub(MCFG_RESERVED) / MCFG_ENTRY_LEN;
+    (0..count).map(move |i| {
+        let at = MCFG_RESERVED + i * MCFG_ENTRY_LEN;
+        let bad = AcpiError::BadTable {
+            signature: mcfg.signature,
+            addr: mcfg.region.addr,
+            what: "MCFG entry with a reversed bus range or no base",
+        };
+        let window = Ecam {
+            base: body.u64(at).unwrap_or(0),
+            segment: body.u32(at + 8).unwrap_or(0) as u16,
+            start_bus: body.u8(at + 10).unwrap_or(0),
+            end_bus: body.u8(at + 11).unwrap_or(0),
+        };
+        if window.base == 0 || window.end_bus < window.start_bus {
+            Err(bad)
+        } else {
+            Ok(window)
+        }
+    })
 }

@@ -5,6 +5,7 @@
 mod boot;
 mod idle;
 mod page_fault;
+mod pci;
 mod poweroff;
 mod reboot;
 mod smp;
@@ -63,6 +64,10 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "smp",
         run: smp::run,
+    },
+    Scenario {
+        name: "pci",
+        run: pci::run,
     },
 ];
 

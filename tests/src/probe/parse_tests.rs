@@ -507,3 +507,49 @@ fn errors_report_what_and_where() {
         "command line: physical range 0x10+0x1 is not readable"
     );
 }
+
+fn mcfg(entries: &[(u64, u16, u8, u8)]) -> Vec<u8> {
+    let mut body = vec![0u8; 8];
+    for &(base, segment, start, end) in entries {
+        body.extend_from_slice(&base.to_le_bytes());
+        body.extend_from_slice(&segment.to_le_bytes());
+        body.extend_from_slice(&[start, end, 0, 0, 0, 0]);
+    }
+    sdt(b"MCFG", &body)
+}
+
+#[test]
+fn reads_ecam_windows_from_the_mcfg() {
+    let mut mem = platform();
+    mem.put(
+        0xE_1000,
+        &mcfg(&[(0xe000_0000, 0, 0, 0xff), (0xd000_0000, 1, 0x10, 0x0f)]),
+    );
+    let table = Table::read(&mem, 0xE_1000, Some(b"MCFG")).unwrap();
+    let windows: Vec<_> = acpi::mcfg_windows(&table).collect();
+    assert_eq!(windows.len(), 2);
+    let ecam = windows[0].unwrap();
+    assert_eq!(
+        (ecam.base, ecam.segment, ecam.start_bus, ecam.end_bus),
+        (0xe000_0000, 0, 0, 0xff)
+    );
+    assert!(
+        matches!(windows[1], Err(AcpiError::BadTable { .. })),
+        "reversed bus range"
+    );
+
+    assert_eq!(ecam.address(0, 0, 0, 0), Some(0xe000_0000));
+    assert_eq!(ecam.address(0, 2, 0, 0x10), Some(0xe001_0010));
+    assert_eq!(ecam.address(1, 31, 7, 0xffc), Some(0xe01f_fffc));
+    assert_eq!(ecam.address(0, 32, 0, 0), None);
+    assert_eq!(ecam.address(0, 0, 8, 0), None);
+    assert_eq!(ecam.address(0, 0, 0, 0x1000), None);
+    let high = acpi::Ecam {
+        base: u64::MAX - 0xfff,
+        segment: 0,
+        start_bus: 4,
+        end_bus: 8,
+    };
+    assert_eq!(high.address(3, 0, 0, 0), None, "bus below the window");
+    assert_eq!(high.address(4, 0, 1, 0), None, "address overflow");
+}
