@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod legacy;
+pub mod pci;
 
 use std::sync::Arc;
 
