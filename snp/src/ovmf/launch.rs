@@ -16,6 +16,7 @@ use super::hashes::{HashesError, SevHashes};
 use super::vcpu::{reset_vmsa, VmmType, BSP_RESET_EIP};
 use super::{OvmfImage, SectionKind};
 use crate::page_info::{LaunchDigest, PageInfoError, PageType, PAGE_SIZE, VMSA_GPA};
+use crate::plan::LaunchPage;
 use crate::vmsa::Vmsa;
 use std::fmt;
 
@@ -153,6 +154,33 @@ impl OvmfLaunch {
             vmsas.extend((1..cfg.vcpus).map(|_| ap.clone()));
         }
         Ok(Self { steps, vmsas })
+    }
+
+    /// The update ranges as single 4 KiB pages in issue order, the form launch backends
+    /// consume. VMSAs are not included: KVM issues those itself at SNP_LAUNCH_FINISH, from the
+    /// register state matching [`OvmfLaunch::vmsas`]. Pages whose contents firmware ignores
+    /// carry no data; a launcher fills the CPUID page with the host's CPUID table (the digest
+    /// does not depend on it, Firmware ABI §8.17).
+    pub fn launch_pages(&self) -> Vec<LaunchPage> {
+        let mut pages = Vec::new();
+        for step in &self.steps {
+            for i in 0..step.pages {
+                let data = match &step.data {
+                    Some(bytes) => {
+                        let start = (i as usize).saturating_mul(PAGE_SIZE);
+                        let end = start.saturating_add(PAGE_SIZE).min(bytes.len());
+                        bytes.get(start..end).unwrap_or_default().to_vec()
+                    }
+                    None => Vec::new(),
+                };
+                pages.push(LaunchPage {
+                    gpa: step.gpa + i * PAGE_SIZE as u64,
+                    page_type: step.page_type,
+                    data,
+                });
+            }
+        }
+        pages
     }
 
     /// The launch digest firmware will report for this launch.

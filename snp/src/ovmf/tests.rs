@@ -188,6 +188,33 @@ fn launch_order_and_types() {
 }
 
 #[test]
+fn launch_pages_measure_like_the_plan() {
+    let img = OvmfImage::parse(Synth::standard(true).build()).unwrap();
+    let mut c = cfg(3, VmmType::Qemu, "EPYC-Milan");
+    c.kernel_hashes = Some(SevHashes::new(b"k", None, Some("x")).unwrap());
+    let launch = OvmfLaunch::plan(&img, &c).unwrap();
+    let pages = launch.launch_pages();
+    assert_eq!(pages.len(), 32 + 9 + 3 + 1 + 1 + 1 + 16);
+    assert_eq!(pages[0].gpa, img.gpa());
+    assert_eq!(&pages[1].data[..], &img.data()[4096..8192]);
+    let hashes_page = pages.iter().find(|p| p.gpa == 0x80_f000).unwrap();
+    assert_eq!(hashes_page.page_type, PageType::Normal);
+    assert_eq!(hashes_page.data.len(), 4096);
+    let mut ld = crate::page_info::LaunchDigest::new();
+    for p in &pages {
+        ld.extend(p.gpa, p.page_type, &p.data).unwrap();
+    }
+    for v in &launch.vmsas {
+        ld.extend(crate::page_info::VMSA_GPA, PageType::Vmsa, &v.to_bytes())
+            .unwrap();
+    }
+    assert_eq!(ld, launch.measure().unwrap());
+    assert_eq!(launch.vmsas[0].rip, 0xfff0);
+    assert_eq!(launch.vmsas[1].rip, 0xb004);
+    assert_eq!(launch.vmsas[2], launch.vmsas[1]);
+}
+
+#[test]
 fn inputs_change_the_digest() {
     let img = OvmfImage::parse(Synth::standard(true).build()).unwrap();
     let base = measure(&img, &cfg(2, VmmType::Qemu, "EPYC-v4")).unwrap();
