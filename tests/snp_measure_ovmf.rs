@@ -463,8 +463,21 @@ fn hostile_images_fail_cleanly() {
     let mut outside = Image { ..image };
     outside.sections[4] = (0xfffb_8000, 0x11000, 1);
     cases.push(("section-in-flash", outside.build(), "overlaps"));
+    // Oversized files are refused before they are read (sparse, so cheap to create).
+    let huge = dir.0.join("huge");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(65 << 20)
+        .unwrap();
+    let mut paths: Vec<(String, PathBuf, &str)> = vec![
+        ("huge".into(), huge, "larger than"),
+        ("directory".into(), dir.0.clone(), "directory"),
+        ("missing".into(), dir.0.join("missing"), "No such file"),
+    ];
     for (name, bytes, message) in cases {
-        let path = dir.write(name, &bytes);
+        paths.push((name.into(), dir.write(name, &bytes), message));
+    }
+    for (name, path, message) in paths {
         let out = Command::new(PODVISOR)
             .args([
                 "measure",

@@ -15,6 +15,13 @@
 //!
 //! Every offset and length in the image is checked before use; a malformed image is an error,
 //! never a panic or a silently different digest.
+//!
+//! Stricter than `sev-snp-measure` on purpose, so that an accepted image has exactly one
+//! meaning: images without SEV metadata (OVMF builds without SNP support; the reference tool
+//! measures them without any metadata pages, a guest that cannot boot), secrets or CPUID
+//! sections that are not exactly one page (QEMU launches `size` bytes, the reference tool one
+//! page), overlapping sections, sections reaching into the flash window and duplicate table
+//! GUIDs are all refused.
 
 pub mod hashes;
 pub mod launch;
