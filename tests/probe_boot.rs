@@ -129,7 +129,32 @@ fn reboot_exits_3() {
     }
     let run = run(ProbeVm::new("reboot").cpus(2));
     assert_clean(&run, EXIT_REBOOT);
+    assert!(
+        run.console.contains("probe: ACPI reset"),
+        "{}",
+        run.describe()
+    );
     assert_markers(&run);
+}
+
+/// The i8042 reset line is the other reset device a guest may use.
+#[test]
+fn keyboard_controller_reset_exits_3() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let run = run(ProbeVm::new("reboot").param("probe.reset", "i8042"));
+    assert_clean(&run, EXIT_REBOOT);
+    assert!(
+        run.console.contains("probe: i8042 reset"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        !run.console.contains("probe: ACPI reset"),
+        "{}",
+        run.describe()
+    );
 }
 
 #[test]

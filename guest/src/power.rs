@@ -43,7 +43,10 @@ pub fn abort() -> ! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
     PowerOff,
+    /// FADT reset register, falling back to the i8042.
     Reboot,
+    /// The i8042 reset line only.
+    KeyboardReset,
     TripleFault,
 }
 
@@ -157,13 +160,15 @@ pub fn finish(ending: Ending, rsdp_hint: u64) -> ! {
             }
             Err(e) => e.report(error().s("cannot power off: ")).nl(),
         },
-        Ending::Reboot => {
-            match request_reset(rsdp_hint) {
-                Ok(()) => settle(),
-                Err(e) => e
-                    .report(out().s("probe: no ACPI reset register ("))
-                    .s(")")
-                    .nl(),
+        Ending::Reboot | Ending::KeyboardReset => {
+            if ending == Ending::Reboot {
+                match request_reset(rsdp_hint) {
+                    Ok(()) => settle(),
+                    Err(e) => e
+                        .report(out().s("probe: no ACPI reset register ("))
+                        .s(")")
+                        .nl(),
+                }
             }
             out().s("probe: i8042 reset").nl();
             crate::marker::write(crate::marker::ENDING);
