@@ -374,9 +374,10 @@ impl Vmsa {
 
 /// EFER.SVME: KVM keeps it set in every SVM guest's VMCB.
 pub const EFER_SVME: u64 = 1 << 12;
-/// CR4.MCE: KVM sets it in the VMCB of every guest.
+/// CR4.MCE: KVM's `svm_set_cr4` ORs in the host's CR4.MCE, which every normal host has set.
 pub const CR4_MCE: u64 = 1 << 6;
-/// CR0.ET: hard-wired to 1 on x86-64; KVM's SEV-ES CR0 at reset.
+/// CR0.ET: the reset CR0 (0x6000_0010) as it reaches the VMCB, because KVM clears CD and NW
+/// there (`KVM_X86_QUIRK_CD_NW_CLEARED`).
 pub const CR0_ET: u64 = 1 << 4;
 /// DR7 reset value (bit 10 reads as one).
 pub const DR7_RESET: u64 = 0x400;
