@@ -39,7 +39,7 @@ pub struct RunArgs {
     /// Guest RAM: SIZE or size=SIZE, with K, M, G or T suffix (binary units).
     #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = config::parse_memory)]
     memory: u64,
-    /// Where COM1 output goes: stdout, file=PATH or off.
+    /// Where COM1 goes: stdout (stdin becomes its input), file=PATH (output only) or off.
     #[arg(long, value_name = "MODE", default_value = "stdout", value_parser = config::parse_serial)]
     serial: SerialOutput,
     /// Confidential platform: sev_snp=on (KVM SEV-SNP) or sev_snp=model (software SNP

@@ -19,7 +19,10 @@ use std::time::Instant;
 
 use devices::bus::Bus;
 use devices::GuestRequest;
-use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_bindings::{
+    KVM_INTERNAL_ERROR_EMULATION, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
+    KVM_SYSTEM_EVENT_SHUTDOWN,
+};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::clock::BootClock;
@@ -157,16 +160,18 @@ impl Vcpu {
                     "vcpu{index}: unexpected system event {other}"
                 )),
             }),
-            Ok(VcpuExit::InternalError) => Some(ExitReason::InternalError(format!(
-                "vcpu{index}: KVM internal error (suberror {}{}) at {}",
-                self.internal_suberror(),
-                if self.internal_suberror() == 1 {
+            Ok(VcpuExit::InternalError) => {
+                let suberror = self.internal_suberror();
+                let what = if suberror == KVM_INTERNAL_ERROR_EMULATION {
                     ", emulation failure"
                 } else {
                     ""
-                },
-                self.where_is_rip()
-            ))),
+                };
+                Some(ExitReason::InternalError(format!(
+                    "vcpu{index}: KVM internal error (suberror {suberror}{what}) at {}",
+                    self.where_is_rip()
+                )))
+            }
             Ok(VcpuExit::FailEntry(reason, cpu)) => Some(ExitReason::InternalError(format!(
                 "vcpu{index}: KVM entry failed, hardware reason {reason:#x} on host CPU {cpu}"
             ))),

@@ -91,6 +91,40 @@ pub fn wire_lint_pins(lapic: &mut kvm_lapic_state) {
     }
 }
 
+/// Writes [`boot_msrs`]. MSRs KVM does not list for save/restore are tried one by one, since
+/// some it emulates (MTRRdefType) are absent from the list; a refusal leaves the reset value.
+fn set_boot_msrs(vcpu: &VcpuFd, index: u32, supported: &[u32]) -> Result<(), CpuError> {
+    let entry = |(msr, data): (u32, u64)| kvm_msr_entry {
+        index: msr,
+        data,
+        ..Default::default()
+    };
+    let (listed, unlisted): (Vec<_>, Vec<_>) = boot_msrs()
+        .into_iter()
+        .partition(|(msr, _)| supported.contains(msr));
+    let listed: Vec<kvm_msr_entry> = listed.into_iter().map(entry).collect();
+    let msrs = Msrs::from_entries(&listed).map_err(|_| CpuError::MsrList { index })?;
+    let written = vcpu.set_msrs(&msrs).map_err(|source| CpuError::Kvm {
+        index,
+        op: "KVM_SET_MSRS",
+        source,
+    })?;
+    if written != listed.len() {
+        log::warn!(
+            "vCPU {index}: KVM accepted {written} of {} boot MSRs",
+            listed.len()
+        );
+    }
+    for (msr, data) in unlisted {
+        let one =
+            Msrs::from_entries(&[entry((msr, data))]).map_err(|_| CpuError::MsrList { index })?;
+        if !matches!(vcpu.set_msrs(&one), Ok(1)) && index == 0 {
+            log::debug!("KVM refused MSR {msr:#x}; leaving it at its reset value");
+        }
+    }
+    Ok(())
+}
+
 /// Everything a vCPU needs before its first run.
 pub struct VcpuSetup<'a> {
     pub index: u32,
@@ -111,23 +145,7 @@ pub fn configure(vcpu: &VcpuFd, setup: &VcpuSetup<'_>) -> Result<(), CpuError> {
     cpuid::patch_for_vcpu(cpuid.as_mut_slice(), index, setup.count);
     vcpu.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))?;
 
-    let entries: Vec<kvm_msr_entry> = boot_msrs()
-        .into_iter()
-        .filter(|(msr, _)| setup.supported_msrs.contains(msr))
-        .map(|(msr, data)| kvm_msr_entry {
-            index: msr,
-            data,
-            ..Default::default()
-        })
-        .collect();
-    let msrs = Msrs::from_entries(&entries).map_err(|_| CpuError::MsrList { index })?;
-    let written = vcpu.set_msrs(&msrs).map_err(kvm("KVM_SET_MSRS"))?;
-    if written != entries.len() {
-        log::warn!(
-            "vCPU {index}: KVM accepted {written} of {} boot MSRs",
-            entries.len()
-        );
-    }
+    set_boot_msrs(vcpu, index, setup.supported_msrs)?;
 
     vcpu.set_fpu(&regs::boot_fpu())
         .map_err(kvm("KVM_SET_FPU"))?;
