@@ -8,6 +8,7 @@
 pub mod bus;
 pub mod legacy;
 pub mod pci;
+pub mod virtio;
 
 use std::sync::Arc;
 

@@ -101,7 +101,7 @@ impl PciConfig {
         if index >= NUM_BARS || self.bars[index].is_some() {
             return Err(ConfigError::BadBar(index));
         }
-        if !size.is_power_of_two() || size < 0x1000 || size > 1 << 31 {
+        if !size.is_power_of_two() || !(0x1000..=1 << 31).contains(&size) {
             return Err(ConfigError::BadBarSize(size));
         }
         self.bars[index] = Some(size);

@@ -122,7 +122,7 @@ fn ecam_reaches_the_same_functions() {
 #[test]
 fn bars_decode_only_when_enabled_and_follow_the_guest() {
     let a = Arc::new(Mutex::new(Dummy::new(0xc000_0000)));
-    let root = root_with(&[a.clone()]);
+    let root = root_with(std::slice::from_ref(&a));
     let mut window = PciMmioWindow::new(root.clone(), 0xc000_0000);
     let mut b = [0u8; 4];
     window.read(0x10, &mut b);

@@ -1,0 +1,105 @@
+//! Virtio devices: the narrow [`VirtioDevice`] trait every device implements, the virtio-pci
+//! transport that presents one to the guest ([`pci`]), the per-device worker thread
+//! ([`worker`]) and the devices themselves ([`block`]).
+//!
+//! Data flow (VIRTIO 1.2 §2.7 split virtqueues, §4.1 virtio over PCI): the guest programs the
+//! transport's common configuration; on `DRIVER_OK` the transport builds `virtio-queue`
+//! queues and hands them, the guest memory and an interrupt handle to
+//! [`VirtioDevice::activate`] *by value*. The device moves them into its worker thread, which
+//! wakes on the queues' notification eventfds (ioeventfds on the notify region), pops
+//! descriptor chains, runs them through the device's pure request logic and a host backend,
+//! fills the used ring and signals the guest through [`VirtioInterrupt`] (MSI-X over irqfd).
+//! Reset stops the worker and drops everything it owned.
+
+pub mod block;
+pub mod worker;
+
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Device status bits (VIRTIO 1.2 §2.1).
+pub const STATUS_ACKNOWLEDGE: u8 = 1;
+pub const STATUS_DRIVER: u8 = 2;
+pub const STATUS_DRIVER_OK: u8 = 4;
+pub const STATUS_FEATURES_OK: u8 = 8;
+pub const STATUS_DEVICE_NEEDS_RESET: u8 = 0x40;
+pub const STATUS_FAILED: u8 = 0x80;
+
+/// Reserved feature bits every device here offers (VIRTIO 1.2 §6).
+pub const F_RING_EVENT_IDX: u64 = 1 << 29;
+pub const F_VERSION_1: u64 = 1 << 32;
+
+/// Device types (VIRTIO 1.2 §5).
+pub const TYPE_BLOCK: u32 = 2;
+
+/// The guest memory every device works on.
+pub type GuestMemory = GuestMemoryMmap<()>;
+
+/// How a device tells the guest something happened. Implemented by the transport (MSI-X
+/// vectors and the ISR register); tests use a recorder.
+pub trait VirtioInterrupt: Send + Sync {
+    /// The device put buffers in the used ring of `queue`.
+    fn notify_queue(&self, queue: u16);
+    /// The device's configuration or status changed.
+    fn notify_config(&self);
+    /// The device hit an error it cannot recover from on its own (a queue the guest broke):
+    /// sets `DEVICE_NEEDS_RESET` and raises a configuration interrupt (VIRTIO 1.2 §2.1.2).
+    fn needs_reset(&self);
+}
+
+/// One queue handed to a device on activation.
+pub struct ActiveQueue {
+    /// The queue's index in the device (its position in [`VirtioDevice::queue_max_sizes`]).
+    pub index: u16,
+    pub queue: Queue,
+    /// Readable when the guest notified this queue.
+    pub kick: EventFd,
+}
+
+/// Everything a device's worker needs, moved in on activation.
+pub struct Activation {
+    pub mem: GuestMemory,
+    /// The enabled queues, in index order.
+    pub queues: Vec<ActiveQueue>,
+    pub interrupt: Arc<dyn VirtioInterrupt>,
+    /// The features the driver accepted (a subset of [`VirtioDevice::features`]).
+    pub features: u64,
+}
+
+/// Errors activating a device (the guest set `DRIVER_OK`).
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error("the driver enabled no queue or queue {0}, which the device does not have")]
+    BadQueues(u16),
+    #[error("the device is already active")]
+    AlreadyActive,
+    #[error("cannot start the worker thread: {0}")]
+    Worker(#[from] std::io::Error),
+}
+
+/// A virtio device as the transport sees it: identity, features, configuration space, and
+/// the activate/reset life cycle. Everything about queues beyond their sizes belongs to the
+/// device's worker.
+pub trait VirtioDevice: Send {
+    /// The virtio device type (§5), e.g. [`TYPE_BLOCK`].
+    fn device_type(&self) -> u32;
+    /// A short, stable name, used for the worker thread and log lines.
+    fn id(&self) -> &str;
+    /// The largest size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Every feature bit the device offers, [`F_VERSION_1`] included.
+    fn features(&self) -> u64;
+    /// A guest read of the device-specific configuration at `offset`; bytes past its end read
+    /// as zero.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// A guest write of the device-specific configuration; most devices ignore it.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Takes the queues, memory and interrupt and starts processing.
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError>;
+    /// Stops processing and drops what activation handed over; returns once the worker is
+    /// gone. A no-op on an inactive device.
+    fn reset(&mut self);
+}
