@@ -14,8 +14,9 @@ use crate::layout;
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
 /// Default guest RAM.
 pub const DEFAULT_MEMORY: u64 = 512 << 20;
-/// Hard ceiling on vCPUs whatever KVM allows: xAPIC IDs are 8 bits and 0xff is broadcast.
-pub const MAX_VCPUS: u32 = 254;
+/// Hard ceiling on vCPUs whatever KVM allows: xAPIC IDs are 8 bits and 0xff is broadcast,
+/// so vCPUs 0..=254 (the same limit as [`crate::acpi::MAX_VCPUS`] for the MADT).
+pub const MAX_VCPUS: u32 = 255;
 
 /// Errors in user-supplied configuration (exit status 2).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -137,7 +137,7 @@ fn validate_refuses_each_bad_setting() {
 fn vcpus_capped_by_the_xapic_limit() {
     let kernel = temp_file("kernel-cap", 16);
     let mut c = VmConfig::new(kernel);
-    c.vcpus = 255;
+    c.vcpus = 256;
     let host = HostLimits {
         max_vcpus: 1024,
         memory: 4 << 30,
@@ -145,7 +145,7 @@ fn vcpus_capped_by_the_xapic_limit() {
     assert_eq!(
         c.validate(&host),
         Err(ConfigError::TooManyVcpus {
-            count: 255,
+            count: 256,
             max: MAX_VCPUS
         })
     );
