@@ -8,8 +8,8 @@
 //!
 //! # Command line
 //! `probe.run=NAME` selects a scenario from [`scenario::REGISTRY`] — `boot`, `poweroff`,
-//! `reboot`, `triple-fault`, `page-fault`, `idle`, `smp`, `pci` (each module documents its results);
-//! scenarios read further `probe.*` keys (`probe.secs=N` for `idle`, `probe.reset=acpi|i8042`
+//! `reboot`, `triple-fault`, `page-fault`, `idle`, `smp`, `pci`, `serial-echo` (each module documents its results);
+//! scenarios read further `probe.*` keys (`probe.secs=N` for `idle` and `serial-echo`, `probe.reset=acpi|i8042`
 //! for `reboot`, `probe.smp-timeout-ms=N` for `smp`).
 //!
 //! The parsers of what the VMM hands over (start info, command line, ACPI tables) live in the

@@ -13,6 +13,9 @@ const LCR: u16 = 3;
 const MCR: u16 = 4;
 const LSR: u16 = 5;
 const LSR_THR_EMPTY: u8 = 1 << 5;
+const LSR_DATA_READY: u8 = 1 << 0;
+/// Receive buffer register (read side of offset 0).
+const RBR: u16 = 0;
 /// Bound on polls of the line-status register per byte, so a missing or stuck UART cannot hang
 /// the probe; the byte is written anyway when it runs out.
 const MAX_POLLS: u32 = 100_000;
@@ -35,6 +38,11 @@ fn put_byte(byte: u8) {
         crate::port::spin_hint();
     }
     outb(COM1 + THR, byte);
+}
+
+/// A received byte, if one is waiting.
+pub fn try_read_byte() -> Option<u8> {
+    (inb(COM1 + LSR) & LSR_DATA_READY != 0).then(|| inb(COM1 + RBR))
 }
 
 /// A line being written to the console. Methods chain: `out().s("x=").dec(1).nl()`.

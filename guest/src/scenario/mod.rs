@@ -8,6 +8,7 @@ mod page_fault;
 mod pci;
 mod poweroff;
 mod reboot;
+mod serial_echo;
 mod smp;
 mod triple_fault;
 
@@ -68,6 +69,10 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "pci",
         run: pci::run,
+    },
+    Scenario {
+        name: "serial-echo",
+        run: serial_echo::run,
     },
 ];
 
