@@ -398,11 +398,13 @@ fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
 
 /// Variable header types whose payload holds a `file_offset` at byte 12 (IGVM
 /// `IGVM_VHS_PARAMETER_AREA`, `IGVM_VHS_PAGE_DATA`, `IGVM_VHS_VP_CONTEXT`).
-const TYPES_WITH_FILE_OFFSET: [u32; 3] = [0x301, 0x302, 0x304];
+const TYPES_WITH_FILE_OFFSET: [u32; 3] = [0x301, 0x302, IGVM_VHT_VP_CONTEXT];
+/// `IGVM_VHT_VP_CONTEXT`.
+const IGVM_VHT_VP_CONTEXT: u32 = 0x304;
 
-/// Refuse headers whose `file_offset` points before the file data section. `igvm` 0.5
-/// subtracts the data start from such an offset without a check, which overflows (a panic in
-/// builds with overflow checks) instead of reporting an error.
+/// Refuse headers whose `file_offset` points before the file data section (for VP contexts:
+/// also offset 0). `igvm` 0.5 subtracts the data start from such an offset without a check,
+/// which overflows (a panic in builds with overflow checks) instead of reporting an error.
 fn precheck_file_offsets(bytes: &[u8]) -> Result<()> {
     let (Some(var_off), Some(var_size)) = (le_u32(bytes, 8), le_u32(bytes, 12)) else {
         return Ok(()); // Too short: the igvm crate reports the bad fixed header.
@@ -417,7 +419,9 @@ fn precheck_file_offsets(bytes: &[u8]) -> Result<()> {
         let payload = at + 8;
         if TYPES_WITH_FILE_OFFSET.contains(&typ) && len >= 16 {
             if let Some(file_offset) = le_u32(bytes, payload + 12) {
-                if file_offset != 0 && u64::from(file_offset) < data_start {
+                // Offset 0 means "no data" except for VP contexts, whose data is mandatory.
+                let no_data = file_offset == 0 && typ != IGVM_VHT_VP_CONTEXT;
+                if !no_data && u64::from(file_offset) < data_start {
                     return Err(IgvmPlanError::BadFileOffset {
                         at,
                         file_offset,
