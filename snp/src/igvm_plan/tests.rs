@@ -429,4 +429,27 @@ fn a_file_offset_into_the_headers_is_an_error_not_an_overflow() {
         matches!(err, IgvmPlanError::BadFileOffset { file_offset: 8, .. }),
         "{err}"
     );
+    // A VP context without data (file offset 0) is refused too.
+    let mut bytes = fx::every_directive().bytes().unwrap();
+    let at = header_of_type(&bytes, 0x304);
+    bytes[at + 8 + 12..at + 8 + 16].fill(0);
+    reseal(&mut bytes);
+    let err = plan_from_igvm(&bytes, &cfg(1)).unwrap_err();
+    assert!(
+        matches!(err, IgvmPlanError::BadFileOffset { file_offset: 0, .. }),
+        "{err}"
+    );
+}
+
+/// Byte offset of the first variable header of type `typ`.
+fn header_of_type(bytes: &[u8], typ: u32) -> usize {
+    let mut at = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    loop {
+        let t = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        if t == typ {
+            return at;
+        }
+        at += 8 + len.div_ceil(8) * 8;
+    }
 }
