@@ -2,11 +2,10 @@
 //! buses, and turns the exits that end the VM into an [`ExitReason`] for the control loop.
 //!
 //! Stopping: the control loop sets the shared stop flag and sends [`kick_signal`] to every
-//! vCPU thread until each has reported [`VmEvent::Stopped`]. The signal handler does
-//! nothing; its only effect is to make a blocked `KVM_RUN` (a halted vCPU, an AP waiting for
-//! SIPI) return `EINTR`, after which the loop sees the flag. Because a signal that lands just
-//! before `KVM_RUN` is entered would be lost, the control loop repeats it until the thread
-//! answers.
+//! vCPU thread until each thread has finished. The signal handler does nothing; its only
+//! effect is to make a blocked `KVM_RUN` (a halted vCPU, an AP waiting for SIPI) return
+//! `EINTR`, after which the loop sees the flag. Because a signal that lands just before
+//! `KVM_RUN` is entered would be lost, the control loop repeats it until the thread is gone.
 // Reading the exit details KVM leaves in the `kvm_run` union (internal-error sub-code) needs
 // one unsafe read; everything else goes through kvm-ioctls.
 #![allow(unsafe_code)]

@@ -266,24 +266,22 @@ impl Vm {
         None
     }
 
-    /// Sets the stop flag and kicks vCPUs until every thread has reported it stopped.
+    /// Sets the stop flag and kicks vCPUs until every thread has finished.
     fn stop_all(&self, threads: &[(u32, JoinHandle<()>)]) {
         self.control.request_stop();
-        let mut stopped = vec![false; threads.len()];
-        let pos = |index: u32| threads.iter().position(|(i, _)| *i == index);
         loop {
-            vcpu::kick(threads, |index| pos(index).is_some_and(|p| !stopped[p]));
-            match self.events.recv_timeout(KICK_INTERVAL) {
-                Ok(VmEvent::Stopped { index }) => {
-                    if let Some(p) = pos(index) {
-                        stopped[p] = true;
-                    }
-                }
-                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            let running = |index: u32| {
+                threads
+                    .iter()
+                    .any(|(i, handle)| *i == index && !handle.is_finished())
+            };
+            if !threads.iter().any(|(index, _)| running(*index)) {
+                return;
             }
-            if stopped.iter().all(|s| *s) {
-                break;
+            vcpu::kick(threads, running);
+            // Waits a little for the next event; late exits and stops need no answer now.
+            if let Err(RecvTimeoutError::Disconnected) = self.events.recv_timeout(KICK_INTERVAL) {
+                std::thread::sleep(KICK_INTERVAL);
             }
         }
     }
