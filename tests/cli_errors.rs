@@ -221,7 +221,7 @@ fn sigterm_stops_a_running_guest() {
         .args(["run", "--kernel", probe.to_str().unwrap()])
         .args([
             "--cmdline",
-            "probe.run=idle probe.secs=600",
+            "probe.run=idle probe.secs=300",
             "--memory",
             "64M",
         ])
@@ -237,7 +237,13 @@ fn sigterm_stops_a_running_guest() {
         .status()
         .unwrap();
     assert!(killed.success());
+    let signalled = std::time::Instant::now();
     let out = child.wait_with_output().unwrap();
+    // The guest would idle for 300 s; ending well before that means the signal stopped it.
+    assert!(
+        signalled.elapsed() < std::time::Duration::from_secs(120),
+        "the VM ran on after SIGTERM"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
