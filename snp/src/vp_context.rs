@@ -11,7 +11,7 @@
 //! Where each VMSA byte comes from under KVM (everything not listed is zero):
 //! | VMSA field | source |
 //! | --- | --- |
-//! | ES CS SS DS FS GS LDTR TR (selector, attrib, limit, base) | KVM_SET_SREGS; attrib is the VMCB 12-bit packing of type/S/DPL/P/AVL/L/D/G, 0 if unusable |
+//! | ES CS SS DS FS GS LDTR TR (selector, attrib, limit, base) | KVM_SET_SREGS; attrib is the VMCB 12-bit packing of type/S/DPL/P/AVL/L/D/G, P clear if unusable |
 //! | GDTR, IDTR (limit, base) | KVM_SET_SREGS (limit is 16 bits there) |
 //! | CPL | DPL of SS (KVM `svm_set_segment`) |
 //! | EFER | KVM_SET_SREGS, with EFER.SVME (bit 12) forced on |
@@ -112,25 +112,24 @@ fn seg_to_kvm(s: &SevSelector) -> kvm_segment {
         l: ((a >> 9) & 1) as u8,
         db: ((a >> 10) & 1) as u8,
         g: ((a >> 11) & 1) as u8,
-        unusable: u8::from(a == 0),
+        // A non-present segment is what KVM calls unusable; KVM packs it back with P clear.
+        unusable: u8::from(a & 0x80 == 0),
         padding: 0,
     }
 }
 
-/// KVM `svm_set_segment`: the VMCB attribute packing, zero for an unusable segment.
+/// KVM `svm_set_segment`: the VMCB attribute packing; an unusable segment keeps its other
+/// attribute bits and has P clear.
 fn seg_from_kvm(k: &kvm_segment) -> SevSelector {
-    let attrib = if k.unusable != 0 {
-        0
-    } else {
-        u16::from(k.type_ & 0xf)
-            | u16::from(k.s & 1) << 4
-            | u16::from(k.dpl & 3) << 5
-            | u16::from(k.present & 1) << 7
-            | u16::from(k.avl & 1) << 8
-            | u16::from(k.l & 1) << 9
-            | u16::from(k.db & 1) << 10
-            | u16::from(k.g & 1) << 11
-    };
+    let present = k.present & 1 != 0 && k.unusable == 0;
+    let attrib = u16::from(k.type_ & 0xf)
+        | u16::from(k.s & 1) << 4
+        | u16::from(k.dpl & 3) << 5
+        | u16::from(present) << 7
+        | u16::from(k.avl & 1) << 8
+        | u16::from(k.l & 1) << 9
+        | u16::from(k.db & 1) << 10
+        | u16::from(k.g & 1) << 11;
     SevSelector {
         selector: k.selector,
         attrib,
@@ -492,7 +491,9 @@ mod tests {
 
     #[test]
     fn round_trip_is_byte_identical() {
-        let v = long_mode_vmsa();
+        let mut v = long_mode_vmsa();
+        // A non-present segment that still carries type bits (KVM keeps them, clears P).
+        v.fs.attrib = 0x13;
         let (state, features) = VcpuState::from_vmsa(&v).unwrap();
         assert_eq!(features, 0);
         assert_eq!(state.regs.rip, 0x10_0000);
