@@ -112,6 +112,31 @@ fn smp_starts_every_vcpu() {
     }
 }
 
+/// Guest RAM below and above the MMIO hole is backed, writable and not aliased: the probe writes
+/// a per-address pattern across it and reads it all back.
+#[test]
+fn memory_above_and_below_the_hole_is_distinct_ram() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let run = run(ProbeVm::new("memory").memory_mib(4096));
+    assert_clean(&run, EXIT_POWER_OFF);
+    assert_eq!(run.result_u64("mem-errors"), Some(0), "{}", run.describe());
+    assert!(
+        run.result_u64("mem-samples").unwrap_or(0) >= 1000,
+        "{}",
+        run.describe()
+    );
+    let top = run.result("mem-top").unwrap_or_default();
+    let top = u64::from_str_radix(top.trim_start_matches("0x"), 16).unwrap_or(0);
+    // 4 GiB of RAM with a hole below 4 GiB: the last part sits above 4 GiB, at most 5 GiB.
+    assert!(
+        top > 4 << 30 && top <= 5 << 30,
+        "mem-top {top:#x}\n{}",
+        run.describe()
+    );
+}
+
 #[test]
 fn power_off_exits_0() {
     if !probe::require_kvm() {

@@ -7,10 +7,10 @@
 
 use probe_parse::phys::{Memory, PhysError, Region};
 
-/// End of the identity-mapped window set up by the startup code (4 GiB).
-pub const MAPPED_LIMIT: u64 = 4 << 30;
+/// End of the identity-mapped window set up by the startup code.
+pub const MAPPED_LIMIT: u64 = crate::start::IDENTITY_MAP_GIB << 30;
 
-/// The identity-mapped first 4 GiB.
+/// The identity-mapped window `[0, MAPPED_LIMIT)`.
 pub struct Identity;
 
 /// The one instance; parsers borrow it for `'static`.
@@ -32,7 +32,7 @@ impl Memory for Identity {
         if addr >= MAPPED_LIMIT {
             return 0xff;
         }
-        // SAFETY: the address is below 4 GiB, which the startup code identity-mapped (present,
+        // SAFETY: the address is below MAPPED_LIMIT, which the startup code identity-mapped (present,
         // writable) for the whole run; a volatile byte read has no alignment requirement.
         unsafe { core::ptr::read_volatile(addr as *const u8) }
     }
@@ -43,20 +43,21 @@ pub fn region(addr: u64, len: u64) -> Result<Region<'static>, PhysError> {
     Region::new(&MEMORY, addr, len)
 }
 
-/// Reads a `size`-byte (1, 2 or 4) value at `addr` as one naturally aligned access, as device
-/// registers (PCI configuration space through ECAM) need.
-pub fn read(addr: u64, size: u64) -> Result<u32, PhysError> {
+/// Reads a `size`-byte (1, 2, 4 or 8) value at `addr` as one naturally aligned access, as
+/// device registers (PCI configuration space through ECAM) and memory tests need.
+pub fn read(addr: u64, size: u64) -> Result<u64, PhysError> {
     check(addr, size)?;
-    if !matches!(size, 1 | 2 | 4) || !addr.is_multiple_of(size) {
+    if !matches!(size, 1 | 2 | 4 | 8) || !addr.is_multiple_of(size) {
         return Err(PhysError::OutOfRange { addr, len: size });
     }
     // SAFETY: the range is inside the identity map and naturally aligned for its width; a
     // volatile read of a device register has no effect on memory Rust code uses.
     let value = unsafe {
         match size {
-            1 => u32::from(core::ptr::read_volatile(addr as *const u8)),
-            2 => u32::from(core::ptr::read_volatile(addr as *const u16)),
-            _ => core::ptr::read_volatile(addr as *const u32),
+            1 => u64::from(core::ptr::read_volatile(addr as *const u8)),
+            2 => u64::from(core::ptr::read_volatile(addr as *const u16)),
+            4 => u64::from(core::ptr::read_volatile(addr as *const u32)),
+            _ => core::ptr::read_volatile(addr as *const u64),
         }
     };
     Ok(value)

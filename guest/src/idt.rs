@@ -196,8 +196,8 @@ pub fn raise_invalid_opcode() {
     unsafe { asm!("ud2", options(nomem, nostack)) }
 }
 
-/// An address the boot page tables do not map (the identity map ends at 4 GiB).
-pub const UNMAPPED_ADDRESS: u64 = 0x10_0000_0000;
+/// An address the boot page tables do not map (the identity map ends at 64 GiB).
+pub const UNMAPPED_ADDRESS: u64 = crate::identity::MAPPED_LIMIT;
 
 /// Reads [`UNMAPPED_ADDRESS`], raising a page fault.
 pub fn touch_unmapped() {

@@ -4,11 +4,11 @@
 //! # Boot
 //! A PVH ELF (`XEN_ELFNOTE_PHYS32_ENTRY` note, type 18) linked at 1 MiB. The VMM enters it in
 //! 32-bit protected mode with EBX pointing at `hvm_start_info`; [`start`] switches to long mode
-//! with the first 4 GiB identity-mapped and calls [`probe_main`].
+//! with the first 64 GiB identity-mapped and calls [`probe_main`].
 //!
 //! # Command line
 //! `probe.run=NAME` selects a scenario from [`scenario::REGISTRY`] — `boot`, `poweroff`,
-//! `reboot`, `triple-fault`, `page-fault`, `idle`, `smp`, `pci`, `serial-echo` (each module documents its results);
+//! `reboot`, `triple-fault`, `page-fault`, `idle`, `smp`, `memory`, `pci`, `serial-echo` (each module documents its results);
 //! scenarios read further `probe.*` keys (`probe.secs=N` for `idle` and `serial-echo`, `probe.reset=acpi|i8042`
 //! for `reboot`, `probe.smp-timeout-ms=N` for `smp`).
 //!

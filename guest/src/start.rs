@@ -4,13 +4,17 @@
 //! PVH (the Xen x86/HVM direct boot ABI) enters at the address in the `XEN_ELFNOTE_PHYS32_ENTRY`
 //! note (type 18) with flat 32-bit segments, paging disabled and EBX holding the physical address
 //! of `hvm_start_info`. The code below sets a stack before anything can push, zeroes `.bss`
-//! (the loader may leave it as it found the memory), identity-maps the first 4 GiB with 2 MiB
-//! pages (RAM, the ACPI tables, and the MMIO hole below 4 GiB), enables long mode (CR4.PAE,
+//! (the loader may leave it as it found the memory), identity-maps the first 64 GiB with 2 MiB
+//! pages (RAM below and above the MMIO hole, the ACPI tables, the hole), enables long mode (CR4.PAE,
 //! EFER.LME, CR0.PG), and far-jumps into a 64-bit code segment of its own GDT.
 //!
 //! Nothing here uses SSE, and CR4.OSFXSR stays clear: on hosts that emulate privileged
 //! instructions, SSE in the guest ends the run with an emulation failure.
 #![allow(unsafe_code)] // reason: the startup code is assembly (`global_asm!`).
+
+/// Size of the identity map in GiB: all RAM a test VM may have (also above the 32-bit MMIO
+/// hole) plus the MMIO hole itself. 64 page directories of 2 MiB pages, 256 KiB of `.bss`.
+pub const IDENTITY_MAP_GIB: u64 = 64;
 
 /// Selector of the 64-bit code segment in the boot GDT.
 pub const CODE64_SELECTOR: u16 = 0x08;
@@ -42,28 +46,30 @@ pvh_start32:
     xorl %eax, %eax
     rep stosb
 
-    /* PML4[0] -> PDPT; PDPT[0..4] -> four page directories of 2 MiB pages. */
+    /* PML4[0] -> PDPT; PDPT[0..GIB] -> one page directory of 2 MiB pages per GiB. */
     movl $probe_pdpt, %eax
     orl $0x3, %eax
     movl %eax, probe_pml4
     movl $probe_pd, %eax
     orl $0x3, %eax
     movl $probe_pdpt, %edi
-    movl $4, %ecx
+    movl ${gib}, %ecx
 1:
     movl %eax, (%edi)
     addl $0x1000, %eax
     addl $8, %edi
     loop 1b
 
-    /* 2048 entries: present, writable, 2 MiB page (PS). */
+    /* 512 entries per GiB: present, writable, 2 MiB page (PS); EDX:EAX is the 64-bit entry. */
     movl $probe_pd, %edi
     movl $0x83, %eax
-    movl $2048, %ecx
+    xorl %edx, %edx
+    movl ${gib} * 512, %ecx
 2:
     movl %eax, (%edi)
-    movl $0, 4(%edi)
+    movl %edx, 4(%edi)
     addl $0x200000, %eax
+    adcl $0, %edx
     addl $8, %edi
     loop 2b
 
@@ -124,7 +130,7 @@ probe_pml4:
 probe_pdpt:
     .skip 4096
 probe_pd:
-    .skip 4 * 4096
+    .skip {gib} * 4096
 
     .section .bss.probe_stack, "aw", @nobits
     .balign 16
@@ -136,5 +142,6 @@ probe_stack_top:
     .text
 "#,
     code64 = const CODE64_SELECTOR,
+    gib = const IDENTITY_MAP_GIB,
     options(att_syntax)
 );

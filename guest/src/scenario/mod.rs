@@ -4,6 +4,7 @@
 
 mod boot;
 mod idle;
+mod memory;
 mod page_fault;
 mod pci;
 mod poweroff;
@@ -65,6 +66,10 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "smp",
         run: smp::run,
+    },
+    Scenario {
+        name: "memory",
+        run: memory::run,
     },
     Scenario {
         name: "pci",

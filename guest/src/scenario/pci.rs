@@ -18,7 +18,7 @@ const MULTI_FUNCTION: u32 = 0x80;
 
 fn config32(ecam: &Ecam, bus: u8, device: u8, function: u8, offset: u16) -> Option<u32> {
     let addr = ecam.address(bus, device, function, offset)?;
-    identity::read(addr, 4).ok()
+    identity::read(addr, 4).ok().map(|v| v as u32)
 }
 
 fn hex2<S: Sink>(out: S, value: u64, digits: u32) -> S {
