@@ -10,6 +10,10 @@
 //! 1. the launch ranges, in IGVM directive order, one PAGE_INFO per 4 KiB page;
 //! 2. one VMSA per vCPU, in vCPU index order, all at GPA `0xFFFF_FFFF_F000`, synthesised by
 //!    KVM from each vCPU's register state at SNP_LAUNCH_FINISH (see [`crate::vp_context`]).
+//!    Every vCPU gets the BSP state of the IGVM VP context, so the AP VMSAs equal the BSP's.
+//!    APs do not run from that state: they wait for INIT/SIPI or for the guest's GHCB AP
+//!    creation with a VMSA of its own; the launch-time AP VMSAs only enter the measurement,
+//!    which is why the digest depends on the vCPU count.
 //!
 //! Empty IGVM pages: an IGVM `PageData` without data is a page of zeros that the IGVM format
 //! defines as *measured* like any other normal page. The plan keeps it as a NORMAL page with
