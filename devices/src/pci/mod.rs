@@ -9,6 +9,7 @@
 //! (mechanism #1), §6.1–6.2 (header, BARs); PCI Express Base 4.0 §7.2.2 (ECAM).
 
 pub mod config;
+pub mod msix;
 pub mod root;
 
 /// Errors allocating BAR space (host side: the VM asked for more than its window holds).

@@ -12,6 +12,7 @@
 //! Reset stops the worker and drops everything it owned.
 
 pub mod block;
+pub mod pci;
 pub mod worker;
 
 use std::sync::Arc;
