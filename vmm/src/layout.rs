@@ -117,13 +117,8 @@ pub const HIGH_RAM_START: u64 = MMIO32_END;
 /// The smallest VM worth booting: room for the boot data, the ACPI area and a small kernel.
 pub const MIN_MEMORY: u64 = 16 << 20;
 
-/// Legacy I/O ports the VMM wires itself.
-pub const COM1_PORT: u16 = 0x3f8;
-pub const COM1_PORT_LEN: u16 = 8;
-/// ISA interrupt line of COM1.
-pub const COM1_IRQ: u32 = 4;
-/// The boot-progress marker port (one-byte writes, see `devices::legacy`).
-pub const BOOT_MARKER_PORT: u16 = 0x440;
+// I/O ports are not part of this map: each legacy device owns its port numbers
+// (`devices::legacy::{serial, boot_marker, acpi_pm, i8042}`) and the VMM places it there.
 
 // The fixed addresses above must keep their order; checked at compile time.
 const _: () = {
