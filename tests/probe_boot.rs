@@ -127,8 +127,7 @@ fn memory_above_and_below_the_hole_is_distinct_ram() {
         "{}",
         run.describe()
     );
-    let top = run.result("mem-top").unwrap_or_default();
-    let top = u64::from_str_radix(top.trim_start_matches("0x"), 16).unwrap_or(0);
+    let top = run.result_hex("mem-top").unwrap_or(0);
     // 4 GiB of RAM with a hole below 4 GiB: the last part sits above 4 GiB, at most 5 GiB.
     assert!(
         top > 4 << 30 && top <= 5 << 30,

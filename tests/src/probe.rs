@@ -14,6 +14,22 @@
 //! The probe's side of the protocol is documented in `guest/src/main.rs`: `PROBE-RESULT
 //! key=value` and `PROBE-ERROR text` lines on the serial console, the boot-progress marker
 //! bytes 0x01/0x02/0x03 on port 0x440, and how each scenario ends.
+//!
+//! | scenario (`probe.run=`) | parameters | results | ends with (exit status) |
+//! | --- | --- | --- | --- |
+//! | `boot` | | `cpus`, `ram-bytes`, `ram-mib` | power-off (0) |
+//! | `poweroff` | | | power-off (0) |
+//! | `reboot` | `probe.reset=acpi\|i8042` | | reset (3) |
+//! | `triple-fault` | | | triple fault (4) |
+//! | `page-fault` | | a `PROBE-ERROR exception vector=14 ...` | power-off (0) |
+//! | `idle` | `probe.secs=N` (1) | `clock`, `idle-wait`, `idle-ms` | power-off (0) |
+//! | `smp` | `probe.smp-timeout-ms=N` | `cpus`, `cpus-online` | power-off (0) |
+//! | `memory` | | `mem-samples`, `mem-stride-kib`, `mem-top` (hex), `mem-errors` | power-off (0) |
+//! | `pci` | | `pci-devices`, `pci.BB:DD.F=vendor:device` | power-off (0) |
+//! | `serial-echo` | `probe.secs=N` (30) | `echo`, `echo-bytes` | power-off (0) |
+//!
+//! An unknown scenario, and any exception or panic in the probe, gives a `PROBE-ERROR` line and
+//! a power-off, so a broken run fails fast instead of at the timeout.
 
 use crate::linux::{tail, ConsoleVm, LinuxError};
 use std::collections::BTreeMap;
@@ -221,6 +237,12 @@ impl ProbeRun {
     /// One result value as a number; `None` if missing or not a decimal number.
     pub fn result_u64(&self, key: &str) -> Option<u64> {
         self.result(key)?.parse().ok()
+    }
+
+    /// One result value written as `0x`-prefixed hexadecimal (e.g. `mem-top`).
+    pub fn result_hex(&self, key: &str) -> Option<u64> {
+        let text = self.result(key)?;
+        u64::from_str_radix(text.strip_prefix("0x")?, 16).ok()
     }
 
     /// The text of every `PROBE-ERROR` line.
