@@ -69,9 +69,10 @@ pub fn patch_for_vcpu(entries: &mut [kvm_cpuid_entry2], index: u32, count: u32) 
                 e.ecx = (e.ecx & !0xf0ff) | (shift << 12) | ((count - 1) & 0xff);
             }
             0x8000_001e => {
+                // Extended APIC ID; compute unit = core, one thread each; node 0 of 1.
                 e.eax = apic_id;
-                e.ebx = (e.ebx & !0xff) | (apic_id & 0xff);
-                e.ecx &= !0xff;
+                e.ebx = apic_id & 0xff;
+                e.ecx = 0;
             }
             _ => {}
         }
@@ -112,7 +113,7 @@ mod tests {
         assert_eq!((e[2].eax, e[2].ebx, e[2].ecx, e[2].edx), (2, 4, 0x201, 3));
         assert_eq!((e[3].ebx, e[3].ecx >> 8), (0, 0), "topology ends");
         assert_eq!(e[4].ecx & 0xf0ff, 0x2003);
-        assert_eq!(e[5].eax, 3);
+        assert_eq!((e[5].eax, e[5].ebx, e[5].ecx), (3, 3, 0));
         assert_eq!(e[6].eax >> 26, 3);
 
         patch_for_vcpu(&mut e, 0, 1);
