@@ -285,3 +285,50 @@ fn corrupt_elf_is_a_config_error() {
         .unwrap_err()
         .is_config_error());
 }
+
+/// Deterministic xorshift, so a failure is reproducible from the iteration number.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[test]
+fn mutated_kernels_are_refused_or_loaded_never_panic() {
+    let mem = create_guest_memory(MEM).unwrap();
+    let kpath = temp_path("mutated");
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let seeds = [
+        fake_bzimage(0x20f, 1, 0x40_0000, 0x800),
+        fake_elf(Some(0x10_0000)),
+        fake_elf(None),
+    ];
+    for round in 0..300 {
+        let mut img = seeds[round % seeds.len()].clone();
+        // Flip bytes in the headers, where the parsers look.
+        for _ in 0..1 + next(&mut state) % 8 {
+            let window = img.len().min(0x1000);
+            let at = (next(&mut state) as usize) % window;
+            img[at] = next(&mut state) as u8;
+        }
+        if next(&mut state) % 4 == 0 {
+            let keep = (next(&mut state) as usize) % img.len();
+            img.truncate(keep.max(1));
+        }
+        std::fs::write(&kpath, &img).unwrap();
+        let src = BootSource {
+            kernel: &kpath,
+            initramfs: None,
+            cmdline: "console=ttyS0",
+            mem_size: MEM,
+            rsdp: None,
+        };
+        if let Err(e) = load(&mem, &src) {
+            assert!(
+                e.is_config_error(),
+                "round {round}: host error for bad input: {e}"
+            );
+        }
+    }
+}
