@@ -67,6 +67,15 @@ fn missing_kernel() {
 }
 
 #[test]
+fn no_kernel_argument() {
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--kernel"), "{stderr}");
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
 fn kernel_that_is_a_directory() {
     let dir = std::env::temp_dir();
     let out = run(&["--kernel", dir.to_str().unwrap()]);
