@@ -105,7 +105,14 @@ fn build() -> Result<(), String> {
     let guest = workspace.join("guest");
     let target_dir = outer_target_dir(&var("OUT_DIR")?)?;
 
-    for path in ["src", "parse", "Cargo.toml", "Cargo.lock", "build.rs", "link.ld"] {
+    for path in [
+        "src",
+        "parse",
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "link.ld",
+    ] {
         println!("cargo:rerun-if-changed={}", guest.join(path).display());
     }
 

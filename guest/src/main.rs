@@ -49,6 +49,7 @@
 
 mod ap;
 mod clock;
+mod dma;
 mod identity;
 mod idt;
 mod lapic;

@@ -108,6 +108,27 @@ impl Out {
         self.s("0x").bytes(buf.get(i..).unwrap_or_default())
     }
 
+    /// Writes the low `digits` hex digits of `value`, zero-padded, without a prefix (as `lspci`
+    /// prints bus/device numbers and IDs).
+    pub fn hex_digits(self, value: u64, digits: u32) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = self;
+        for shift in (0..digits.min(16)).rev() {
+            let nibble = (value >> (shift * 4)) & 0xf;
+            out = out.bytes(&[DIGITS[nibble as usize]]);
+        }
+        out
+    }
+
+    /// Writes `bus:device.function` as `BB:DD.F`.
+    pub fn bdf(self, bus: u8, device: u8, function: u8) -> Self {
+        self.hex_digits(u64::from(bus), 2)
+            .s(":")
+            .hex_digits(u64::from(device), 2)
+            .s(".")
+            .dec(u64::from(function))
+    }
+
     /// Ends the line.
     pub fn nl(self) {
         put_byte(b'\r');

@@ -11,7 +11,6 @@ use crate::identity;
 use crate::power::Ending;
 use crate::serial::{error, out};
 use probe_parse::acpi::Ecam;
-use probe_parse::report::Sink;
 
 /// Header type register bit 7: the device has functions other than 0.
 const MULTI_FUNCTION: u32 = 0x80;
@@ -19,17 +18,6 @@ const MULTI_FUNCTION: u32 = 0x80;
 fn config32(ecam: &Ecam, bus: u8, device: u8, function: u8, offset: u16) -> Option<u32> {
     let addr = ecam.address(bus, device, function, offset)?;
     identity::read(addr, 4).ok().map(|v| v as u32)
-}
-
-fn hex2<S: Sink>(out: S, value: u64, digits: u32) -> S {
-    // Fixed-width lowercase hex without the `0x` prefix, as `lspci` prints BDFs and IDs.
-    let mut out = out;
-    for shift in (0..digits).rev() {
-        let nibble = (value >> (shift * 4)) & 0xf;
-        let text = [b"0123456789abcdef"[nibble as usize]];
-        out = out.bytes(&text);
-    }
-    out
 }
 
 pub fn run(ctx: &Context) -> Ending {
@@ -73,12 +61,14 @@ pub fn run(ctx: &Context) -> Ending {
     }
     crate::serial::result("pci-devices").dec(count as u64).nl();
     for &(device, function, id) in found.iter().take(count) {
-        let line = out().s("PROBE-RESULT pci.");
-        let line = hex2(line, u64::from(bus), 2).s(":");
-        let line = hex2(line, u64::from(device), 2).s(".");
-        let line = line.dec(u64::from(function)).s("=");
-        let line = hex2(line, u64::from(id & 0xffff), 4).s(":");
-        hex2(line, u64::from(id >> 16), 4).nl();
+        out()
+            .s("PROBE-RESULT pci.")
+            .bdf(bus, device, function)
+            .s("=")
+            .hex_digits(u64::from(id & 0xffff), 4)
+            .s(":")
+            .hex_digits(u64::from(id >> 16), 4)
+            .nl();
     }
     Ending::PowerOff
 }
