@@ -58,6 +58,9 @@ pub enum IgvmPlanError {
         #[source]
         source: std::io::Error,
     },
+    /// The variable header section does not fit the file.
+    #[error("invalid IGVM file: variable headers at {offset:#x} (+{size:#x}) run past the end of the {len}-byte file")]
+    BadHeaderSection { offset: u32, size: u32, len: usize },
     /// A header's data offset points before the file data section.
     #[error("invalid IGVM file: header at offset {at:#x} has file offset {file_offset:#x} before the data section at {data_start:#x}")]
     BadFileOffset {
@@ -402,14 +405,23 @@ const TYPES_WITH_FILE_OFFSET: [u32; 3] = [0x301, 0x302, IGVM_VHT_VP_CONTEXT];
 /// `IGVM_VHT_VP_CONTEXT`.
 const IGVM_VHT_VP_CONTEXT: u32 = 0x304;
 
-/// Refuse headers whose `file_offset` points before the file data section (for VP contexts:
-/// also offset 0). `igvm` 0.5 subtracts the data start from such an offset without a check,
+/// Refuse a variable header section that does not fit the file, and headers whose
+/// `file_offset` points before the file data section (for VP contexts: also offset 0). `igvm` 0.5 subtracts the data start from such an offset without a check,
 /// which overflows (a panic in builds with overflow checks) instead of reporting an error.
 fn precheck_file_offsets(bytes: &[u8]) -> Result<()> {
     let (Some(var_off), Some(var_size)) = (le_u32(bytes, 8), le_u32(bytes, 12)) else {
         return Ok(()); // Too short: the igvm crate reports the bad fixed header.
     };
     let data_start = u64::from(var_off) + u64::from(var_size);
+    // `igvm` 0.5 adds these as u32 and splits the file at the sum, which panics on overflow or
+    // past the end of the file.
+    if data_start > bytes.len() as u64 {
+        return Err(IgvmPlanError::BadHeaderSection {
+            offset: var_off,
+            size: var_size,
+            len: bytes.len(),
+        });
+    }
     let mut at = var_off as usize;
     let end = (data_start as usize).min(bytes.len());
     while at < end {

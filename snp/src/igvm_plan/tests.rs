@@ -453,3 +453,22 @@ fn header_of_type(bytes: &[u8], typ: u32) -> usize {
         at += 8 + len.div_ceil(8) * 8;
     }
 }
+
+#[test]
+fn a_header_section_past_the_end_is_an_error_not_an_overflow() {
+    let good = fx::every_directive().bytes().unwrap();
+    for (offset, size) in [
+        (0x20u32, u32::MAX),
+        (u32::MAX, 0x20),
+        (0x20, good.len() as u32),
+    ] {
+        let mut bytes = good.clone();
+        bytes[8..12].copy_from_slice(&offset.to_le_bytes());
+        bytes[12..16].copy_from_slice(&size.to_le_bytes());
+        let err = plan_from_igvm(&bytes, &cfg(1)).unwrap_err();
+        assert!(
+            matches!(err, IgvmPlanError::BadHeaderSection { .. }),
+            "{err}"
+        );
+    }
+}
