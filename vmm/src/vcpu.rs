@@ -12,9 +12,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use devices::bus::Bus;
 use devices::GuestRequest;
@@ -52,21 +52,76 @@ pub enum VmEvent {
     Stopped { index: u32 },
     /// The host (API, signal) asked for the VM to stop.
     HostStop,
+    /// The host asks to park every vCPU; the reply says whether all of them parked.
+    Pause(Sender<bool>),
+    /// The host asks parked vCPUs to run again; the reply comes once the request is set.
+    Resume(Sender<bool>),
 }
 
 /// Shared between the control loop, the vCPU threads and the device callbacks.
+///
+/// Stop is final; pause parks every vCPU thread outside `KVM_RUN` on a condition variable
+/// until resume (or stop) — the state the API reports as `Paused`.
 #[derive(Debug, Default)]
 pub struct RunControl {
     stop: AtomicBool,
+    pause: AtomicBool,
+    /// Number of vCPU threads parked by a pause.
+    parked: Mutex<usize>,
+    /// Signalled whenever stop, pause or the parked count changes.
+    changed: Condvar,
 }
 
 impl RunControl {
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
+        self.notify();
     }
 
     pub fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+
+    /// Sets or clears the pause request; vCPUs park at their next exit from `KVM_RUN`.
+    pub fn set_paused(&self, paused: bool) {
+        self.pause.store(paused, Ordering::Release);
+        self.notify();
+    }
+
+    pub fn pause_requested(&self) -> bool {
+        self.pause.load(Ordering::Acquire)
+    }
+
+    fn lock_parked(&self) -> MutexGuard<'_, usize> {
+        self.parked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Taking the lock orders the flag store before any waiter's re-check.
+    fn notify(&self) {
+        let _guard = self.lock_parked();
+        self.changed.notify_all();
+    }
+
+    /// Blocks the calling vCPU thread while a pause is requested and no stop is.
+    pub fn park(&self) {
+        let mut parked = self.lock_parked();
+        *parked += 1;
+        self.changed.notify_all();
+        while self.pause_requested() && !self.stop_requested() {
+            parked = self.changed.wait(parked).unwrap_or_else(|e| e.into_inner());
+        }
+        *parked -= 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits up to `timeout` until at least `count` vCPU threads are parked.
+    pub fn wait_parked(&self, count: usize, timeout: Duration) -> bool {
+        let guard = self.lock_parked();
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |parked| *parked < count)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard >= count
     }
 }
 
@@ -104,6 +159,10 @@ impl Vcpu {
     fn run(mut self) {
         let mut first_run = true;
         while !self.control.stop_requested() {
+            if self.control.pause_requested() {
+                self.control.park();
+                continue;
+            }
             if first_run && self.index == 0 {
                 self.clock.record_first_instruction(Instant::now());
             }
@@ -214,5 +273,36 @@ pub fn kick(threads: &[(u32, JoinHandle<()>)], pending: impl Fn(u32) -> bool) {
                 log::warn!("cannot signal vcpu{index}: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pause_parks_until_resume_and_stop_releases() {
+        let control = Arc::new(RunControl::default());
+        control.set_paused(true);
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let c = control.clone();
+                std::thread::spawn(move || c.park())
+            })
+            .collect();
+        assert!(control.wait_parked(3, Duration::from_secs(30)));
+        assert!(threads.iter().all(|t| !t.is_finished()));
+        control.set_paused(false);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(!control.wait_parked(1, Duration::from_millis(10)));
+
+        control.set_paused(true);
+        let c = control.clone();
+        let parked = std::thread::spawn(move || c.park());
+        assert!(control.wait_parked(1, Duration::from_secs(30)));
+        control.request_stop();
+        parked.join().unwrap();
     }
 }

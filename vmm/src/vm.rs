@@ -32,8 +32,10 @@ use crate::layout;
 use crate::memory::{self, MemoryError};
 use crate::vcpu::{self, RunControl, Vcpu, VcpuError, VmEvent};
 
-/// How often stragglers are kicked again while the VM stops.
+/// How often stragglers are kicked again while the VM stops or pauses.
 const KICK_INTERVAL: Duration = Duration::from_millis(5);
+/// How long a pause waits for every vCPU to park before giving up (and resuming).
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors building or running a VM.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,10 @@ pub enum VmError {
     Vcpu(#[from] VcpuError),
     #[error("all vCPU threads ended without a reason")]
     VcpusVanished,
+    #[error("the VM is no longer running")]
+    NotRunning,
+    #[error("not every vCPU parked within {0:?}")]
+    PauseTimeout(Duration),
 }
 
 impl VmError {
@@ -108,6 +114,28 @@ impl VmHandle {
     /// [`ExitReason::HostStop`]. Returns false if the VM has already been torn down.
     pub fn stop(&self) -> bool {
         self.events.send(VmEvent::HostStop).is_ok()
+    }
+
+    /// Parks every vCPU outside `KVM_RUN` and returns once they all are (the `Paused` state).
+    pub fn pause(&self) -> Result<(), VmError> {
+        if self.request(VmEvent::Pause)? {
+            Ok(())
+        } else {
+            Err(VmError::PauseTimeout(PAUSE_TIMEOUT))
+        }
+    }
+
+    /// Lets paused vCPUs run again.
+    pub fn resume(&self) -> Result<(), VmError> {
+        self.request(VmEvent::Resume).map(|_| ())
+    }
+
+    fn request(&self, event: fn(Sender<bool>) -> VmEvent) -> Result<bool, VmError> {
+        let (reply, answer) = mpsc::channel();
+        self.events
+            .send(event(reply))
+            .map_err(|_| VmError::NotRunning)?;
+        answer.recv().map_err(|_| VmError::NotRunning)
     }
 }
 
@@ -234,7 +262,7 @@ impl Vm {
         }
         let reason = match start_error {
             Some(_) => None,
-            None => self.wait_for_end(threads.len()),
+            None => self.wait_for_end(&threads),
         };
         self.stop_all(&threads);
         for (index, handle) in threads {
@@ -250,13 +278,21 @@ impl Vm {
     }
 
     /// Blocks until something ends the VM.
-    fn wait_for_end(&self, mut running: usize) -> Option<ExitReason> {
+    fn wait_for_end(&self, threads: &[(u32, JoinHandle<()>)]) -> Option<ExitReason> {
+        let mut running = threads.len();
         while running > 0 {
             match self.events.recv().ok()? {
                 VmEvent::Guest(GuestRequest::PowerOff) => return Some(ExitReason::PowerOff),
                 VmEvent::Guest(GuestRequest::Reset) => return Some(ExitReason::Reboot),
                 VmEvent::Exit { reason, .. } => return Some(reason),
                 VmEvent::HostStop => return Some(ExitReason::HostStop),
+                VmEvent::Pause(reply) => {
+                    let _ = reply.send(self.pause_all(threads));
+                }
+                VmEvent::Resume(reply) => {
+                    self.control.set_paused(false);
+                    let _ = reply.send(true);
+                }
                 VmEvent::Stopped { index } => {
                     log::warn!("vcpu{index} stopped without a reason");
                     running -= 1;
@@ -264,6 +300,28 @@ impl Vm {
             }
         }
         None
+    }
+
+    /// Requests a pause and kicks vCPUs out of `KVM_RUN` until every live thread is parked.
+    /// On timeout the pause is withdrawn, so a failed pause never leaves the VM half-stopped.
+    fn pause_all(&self, threads: &[(u32, JoinHandle<()>)]) -> bool {
+        self.control.set_paused(true);
+        let deadline = Instant::now() + PAUSE_TIMEOUT;
+        loop {
+            let live = threads.iter().filter(|(_, h)| !h.is_finished()).count();
+            if self.control.wait_parked(live, KICK_INTERVAL) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                self.control.set_paused(false);
+                return false;
+            }
+            vcpu::kick(threads, |index| {
+                threads
+                    .iter()
+                    .any(|(i, handle)| *i == index && !handle.is_finished())
+            });
+        }
     }
 
     /// Sets the stop flag and kicks vCPUs until every thread has finished.

@@ -203,3 +203,44 @@ fn host_stop_ends_a_spinning_guest() {
     assert!(stopper.join().unwrap(), "the VM was running when stopped");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+#[test]
+fn pause_holds_every_vcpu_until_resume() {
+    if !kvm_available() {
+        return;
+    }
+    // Writes 'x' to COM1 forever; the console file grows exactly while the vCPU runs.
+    let mut code = out8(0x3f8, b'x');
+    code.extend([0xeb, 0xf7]); // jmp to the start: -(7 + 2) bytes
+    let log = scratch("pause.log");
+    let mut config = VmConfig::new(pvh_kernel("pause", &code));
+    config.memory = 32 << 20;
+    config.vcpus = 3;
+    config.serial = SerialOutput::File(log.clone());
+    let vm = Vm::build(&config).unwrap();
+    let handle = vm.handle();
+    let runner = std::thread::spawn(move || vm.run());
+    let size = || std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while size() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(size() > 0, "the guest never wrote");
+    handle.pause().unwrap();
+    let paused_at = size();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(size(), paused_at, "console grew while paused");
+
+    handle.resume().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while size() == paused_at && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(size() > paused_at, "the guest did not run after resume");
+
+    handle.pause().unwrap();
+    assert!(handle.stop(), "stopping a paused VM");
+    assert_eq!(runner.join().unwrap().unwrap(), ExitReason::HostStop);
+    assert!(handle.pause().is_err(), "pausing a VM that has ended");
+}
