@@ -61,6 +61,13 @@ pub enum IgvmPlanError {
     /// The variable header section does not fit the file.
     #[error("invalid IGVM file: variable headers at {offset:#x} (+{size:#x}) run past the end of the {len}-byte file")]
     BadHeaderSection { offset: u32, size: u32, len: usize },
+    /// A header's data runs past the end of the file.
+    #[error("invalid IGVM file: header at offset {at:#x} has {size:#x} bytes of data at {file_offset:#x}, past the end of the file")]
+    BadDataSize {
+        at: usize,
+        file_offset: u32,
+        size: u64,
+    },
     /// A header's data offset points before the file data section.
     #[error("invalid IGVM file: header at offset {at:#x} has file offset {file_offset:#x} before the data section at {data_start:#x}")]
     BadFileOffset {
@@ -401,12 +408,15 @@ fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
 
 /// Variable header types whose payload holds a `file_offset` at byte 12 (IGVM
 /// `IGVM_VHS_PARAMETER_AREA`, `IGVM_VHS_PAGE_DATA`, `IGVM_VHS_VP_CONTEXT`).
-const TYPES_WITH_FILE_OFFSET: [u32; 3] = [0x301, 0x302, IGVM_VHT_VP_CONTEXT];
+const TYPES_WITH_FILE_OFFSET: [u32; 3] = [IGVM_VHT_PARAMETER_AREA, 0x302, IGVM_VHT_VP_CONTEXT];
+/// `IGVM_VHT_PARAMETER_AREA`: `number_of_bytes` (u64) at payload byte 0.
+const IGVM_VHT_PARAMETER_AREA: u32 = 0x301;
 /// `IGVM_VHT_VP_CONTEXT`.
 const IGVM_VHT_VP_CONTEXT: u32 = 0x304;
 
-/// Refuse a variable header section that does not fit the file, and headers whose
-/// `file_offset` points before the file data section (for VP contexts: also offset 0). `igvm` 0.5 subtracts the data start from such an offset without a check,
+/// Refuse a variable header section that does not fit the file, headers whose `file_offset`
+/// points before the file data section (for VP contexts: also offset 0), and parameter areas
+/// whose initial data runs past the end of the file. `igvm` 0.5 subtracts the data start from such an offset without a check,
 /// which overflows (a panic in builds with overflow checks) instead of reporting an error.
 fn precheck_file_offsets(bytes: &[u8]) -> Result<()> {
     let (Some(var_off), Some(var_size)) = (le_u32(bytes, 8), le_u32(bytes, 12)) else {
@@ -439,6 +449,25 @@ fn precheck_file_offsets(bytes: &[u8]) -> Result<()> {
                         file_offset,
                         data_start,
                     });
+                }
+                // A parameter area's initial data: offset + size must stay inside the file
+                // (`igvm` 0.5 adds them unchecked).
+                if typ == IGVM_VHT_PARAMETER_AREA && !no_data {
+                    let size = bytes
+                        .get(payload..payload + 8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_le_bytes)
+                        .unwrap_or(u64::MAX);
+                    let fits = u64::from(file_offset)
+                        .checked_add(size)
+                        .is_some_and(|end| end <= bytes.len() as u64);
+                    if !fits {
+                        return Err(IgvmPlanError::BadDataSize {
+                            at,
+                            file_offset,
+                            size,
+                        });
+                    }
                 }
             }
         }

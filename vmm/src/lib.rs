@@ -19,6 +19,7 @@
 //! * the guest-physical memory map ([`layout`]).
 
 pub mod acpi;
+pub mod api;
 pub mod boot;
 pub mod clock;
 pub mod config;

@@ -472,3 +472,23 @@ fn a_header_section_past_the_end_is_an_error_not_an_overflow() {
         );
     }
 }
+
+#[test]
+fn parameter_area_data_past_the_end_is_an_error_not_an_overflow() {
+    // Give area 1 (which has initial data) a size that overflows its file offset.
+    let mut bytes = fx::every_directive().bytes().unwrap();
+    let mut at = header_of_type(&bytes, 0x301);
+    // The first area has no initial data (offset 0); find the one that has.
+    while u32::from_le_bytes(bytes[at + 8 + 12..at + 8 + 16].try_into().unwrap()) == 0 {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        at += 8 + len.div_ceil(8) * 8;
+        while u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) != 0x301 {
+            let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+            at += 8 + len.div_ceil(8) * 8;
+        }
+    }
+    bytes[at + 8..at + 16].copy_from_slice(&u64::MAX.to_le_bytes());
+    reseal(&mut bytes);
+    let err = plan_from_igvm(&bytes, &cfg(1)).unwrap_err();
+    assert!(matches!(err, IgvmPlanError::BadDataSize { .. }), "{err}");
+}
