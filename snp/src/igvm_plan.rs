@@ -61,6 +61,9 @@ pub enum IgvmPlanError {
     /// The variable header section does not fit the file.
     #[error("invalid IGVM file: variable headers at {offset:#x} (+{size:#x}) run past the end of the {len}-byte file")]
     BadHeaderSection { offset: u32, size: u32, len: usize },
+    /// A relocation header the `igvm` crate cannot validate safely.
+    #[error("invalid IGVM file: relocation header at offset {at:#x}: {reason}")]
+    BadRelocation { at: usize, reason: &'static str },
     /// A header's data runs past the end of the file.
     #[error("invalid IGVM file: header at offset {at:#x} has {size:#x} bytes of data at {file_offset:#x}, past the end of the file")]
     BadDataSize {
@@ -471,6 +474,7 @@ fn precheck_file_offsets(bytes: &[u8]) -> Result<()> {
                 }
             }
         }
+        check_relocation_header(bytes, at, typ, payload)?;
         // Headers are padded to 8 bytes.
         let Some(next) = (len as usize)
             .checked_add(7)
@@ -480,6 +484,45 @@ fn precheck_file_offsets(bytes: &[u8]) -> Result<()> {
             break;
         };
         at = next;
+    }
+    Ok(())
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let b = bytes.get(at..at.checked_add(8)?)?;
+    b.try_into().ok().map(u64::from_le_bytes)
+}
+
+/// `IGVM_VHT_RELOCATABLE_REGION`: alignment @8, region GPA @16, region size @24.
+const IGVM_VHT_RELOCATABLE_REGION: u32 = 0x102;
+/// `IGVM_VHT_PAGE_TABLE_RELOCATION_REGION`: GPA @8, size @16.
+const IGVM_VHT_PAGE_TABLE_RELOCATION_REGION: u32 = 0x103;
+
+/// Relocation headers are ignored by the plan, but `igvm` 0.5 validates them with a division
+/// by the alignment and `gpa + size - 1`, which panic on a zero alignment, a zero size or an
+/// overflowing range. Refuse those first.
+fn check_relocation_header(bytes: &[u8], at: usize, typ: u32, payload: usize) -> Result<()> {
+    let bad = |reason| Err(IgvmPlanError::BadRelocation { at, reason });
+    let range_ok = |gpa: Option<u64>, size: Option<u64>| match (gpa, size) {
+        (Some(gpa), Some(size)) => size != 0 && gpa.checked_add(size).is_some(),
+        // Truncated: the igvm crate reports the short header.
+        _ => true,
+    };
+    match typ {
+        IGVM_VHT_RELOCATABLE_REGION => {
+            if le_u64(bytes, payload + 8) == Some(0) {
+                return bad("relocation alignment is zero");
+            }
+            if !range_ok(le_u64(bytes, payload + 16), le_u64(bytes, payload + 24)) {
+                return bad("relocatable region is empty or wraps the address space");
+            }
+        }
+        IGVM_VHT_PAGE_TABLE_RELOCATION_REGION => {
+            if !range_ok(le_u64(bytes, payload + 8), le_u64(bytes, payload + 16)) {
+                return bad("page table region is empty or wraps the address space");
+            }
+        }
+        _ => {}
     }
     Ok(())
 }

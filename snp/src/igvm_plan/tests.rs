@@ -492,3 +492,53 @@ fn parameter_area_data_past_the_end_is_an_error_not_an_overflow() {
     let err = plan_from_igvm(&bytes, &cfg(1)).unwrap_err();
     assert!(matches!(err, IgvmPlanError::BadDataSize { .. }), "{err}");
 }
+
+#[test]
+fn malformed_relocation_headers_are_errors_not_panics() {
+    let region = |alignment, gpa, size| IgvmInitializationHeader::RelocatableRegion {
+        compatibility_mask: fx::SNP_MASK,
+        relocation_alignment: alignment,
+        relocation_region_gpa: gpa,
+        relocation_region_size: size,
+        minimum_relocation_gpa: 0,
+        maximum_relocation_gpa: 0x1000_0000,
+        is_vtl2: false,
+        apply_rip_offset: false,
+        apply_gdtr_offset: false,
+        vp_index: 0,
+        vtl: igvm::hv_defs::Vtl::Vtl0,
+    };
+    // Relocation needs a VBS VP context: give the image a second, VBS platform that owns the
+    // relocatable region. The SNP plan ignores both.
+    let mut ok = fx::every_directive();
+    ok.platforms
+        .push(fx::platform(0x4, IgvmPlatformType::VSM_ISOLATION));
+    let mut reloc = region(0x20_0000, 0x20_0000, 0x20_0000);
+    if let IgvmInitializationHeader::RelocatableRegion {
+        compatibility_mask, ..
+    } = &mut reloc
+    {
+        *compatibility_mask = 0x4;
+    }
+    ok.inits.push(reloc);
+    ok.directives.insert(
+        0,
+        IgvmDirectiveHeader::X64VbsVpContext {
+            vtl: igvm::hv_defs::Vtl::Vtl0,
+            registers: vec![igvm::registers::X86Register::Rip(0x20_0000)],
+            compatibility_mask: 0x4,
+        },
+    );
+    plan(&ok, 1).unwrap();
+
+    // Values the builder would refuse, written into the serialized header.
+    let bytes = ok.bytes().unwrap();
+    let at = header_of_type(&bytes, 0x102);
+    for (off, value) in [(8usize, 0u64), (24, 0), (16, u64::MAX & !0xfff)] {
+        let mut b = bytes.clone();
+        b[at + 8 + off..at + 16 + off].copy_from_slice(&value.to_le_bytes());
+        reseal(&mut b);
+        let err = plan_from_igvm(&b, &cfg(1)).unwrap_err();
+        assert!(matches!(err, IgvmPlanError::BadRelocation { .. }), "{err}");
+    }
+}

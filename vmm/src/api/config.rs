@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{SerialOutput, VmConfig, DEFAULT_CMDLINE, DEFAULT_MEMORY};
+use crate::config::{SerialOutput, VmConfig, DEFAULT_MEMORY};
 
 /// Errors in a `vm.create` body.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -239,19 +239,17 @@ impl ApiVmConfig {
             .kernel
             .clone()
             .ok_or(ApiConfigError::NoKernel)?;
-        Ok(VmConfig {
-            kernel,
-            initramfs: self.payload.initramfs.clone(),
-            cmdline: self
-                .payload
-                .cmdline
-                .clone()
-                .unwrap_or_else(|| DEFAULT_CMDLINE.to_owned()),
-            vcpus: self.cpus.boot_vcpus,
-            memory: self.memory.size,
-            serial: serial_output(&self.serial)?,
-            disks: Vec::new(),
-        })
+        // Built from `VmConfig::new` so fields added later (devices) start empty here until
+        // this mapping fills them.
+        let mut vm = VmConfig::new(kernel);
+        vm.initramfs = self.payload.initramfs.clone();
+        if let Some(cmdline) = &self.payload.cmdline {
+            vm.cmdline = cmdline.clone();
+        }
+        vm.vcpus = self.cpus.boot_vcpus;
+        vm.memory = self.memory.size;
+        vm.serial = serial_output(&self.serial)?;
+        Ok(vm)
     }
 
     /// Refuses what this VMM cannot build yet, naming it.

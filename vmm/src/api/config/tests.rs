@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::DEFAULT_CMDLINE;
 
 fn parse(json: &str) -> Result<ApiVmConfig, ApiConfigError> {
     from_json(json.as_bytes())
