@@ -93,10 +93,12 @@ probe_ap_start64:
     hlt
     jmp 2b
 
-    .section .bss.probe_ap, "aw", @nobits
+    .section .bss.probe_ap_next, "aw", @nobits
     .balign 4
 probe_ap_next:
     .skip 4
+
+    .section .noinit.probe_ap_stacks, "aw", @nobits
     .balign 16
 probe_ap_stacks:
     .skip {max_aps} * {stack_size}

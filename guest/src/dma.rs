@@ -18,6 +18,8 @@ struct Pool(UnsafeCell<[u8; POOL_SIZE]>);
 // SAFETY: pages are handed out once each (the bump index is atomic), so no two users share one.
 unsafe impl Sync for Pool {}
 
+/// In `.noinit`: `dma_alloc` clears the pages it hands out, so boot need not clear the pool.
+#[link_section = ".noinit.probe_dma"]
 static POOL: Pool = Pool(UnsafeCell::new([0; POOL_SIZE]));
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 

@@ -5,12 +5,60 @@
 //! whatever is there without alignment faults or compiler assumptions about the contents.
 #![allow(unsafe_code)] // reason: dereferences physical addresses through the identity map.
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use probe_parse::phys::{Memory, PhysError, Region};
 
-/// End of the identity-mapped window set up by the startup code.
+/// The most the identity map can cover (page directories are reserved up to here).
 pub const MAPPED_LIMIT: u64 = crate::start::IDENTITY_MAP_GIB << 30;
+const GIB: u64 = 1 << 30;
 
-/// The identity-mapped window `[0, MAPPED_LIMIT)`.
+/// End of the identity map as it is now: what the startup code mapped, then grown by
+/// [`map_ram`].
+static MAPPED_END: AtomicU64 = AtomicU64::new(crate::start::BOOT_MAP_GIB << 30);
+
+extern "C" {
+    static mut probe_pdpt: [u64; 512];
+    static mut probe_pd: [u64; 512 * crate::start::IDENTITY_MAP_GIB as usize];
+}
+
+/// Current end of the identity map.
+pub fn mapped_end() -> u64 {
+    MAPPED_END.load(Ordering::SeqCst)
+}
+
+/// Extends the identity map to cover `[0, end)` (rounded up to whole GiB, at most
+/// [`MAPPED_LIMIT`]) with 2 MiB pages; returns the new end. Called on the boot CPU before any AP
+/// runs, so no other CPU walks the tables while they change.
+pub fn map_ram(end: u64) -> u64 {
+    let current = mapped_end();
+    let target = end.min(MAPPED_LIMIT).div_ceil(GIB) * GIB;
+    if target <= current {
+        return current;
+    }
+    for gib in (current / GIB)..(target / GIB) {
+        let g = gib as usize;
+        // SAFETY: the page tables are statics of the startup code, identity-mapped; `g` is below
+        // IDENTITY_MAP_GIB so every index is in bounds; the entries written are not present yet,
+        // so no translation in use changes, and only this CPU runs.
+        unsafe {
+            let pd = core::ptr::addr_of_mut!(probe_pd) as *mut u64;
+            for i in 0..512usize {
+                let addr = (gib << 30) | ((i as u64) << 21);
+                pd.add(g * 512 + i).write_volatile(addr | 0x83);
+            }
+            let pdpt = core::ptr::addr_of_mut!(probe_pdpt) as *mut u64;
+            pdpt.add(g).write_volatile(pd.add(g * 512) as u64 | 0x3);
+        }
+    }
+    // SAFETY: reloading CR3 with its own value only flushes non-global TLB entries.
+    unsafe {
+        core::arch::asm!("mov {0}, cr3", "mov cr3, {0}", out(reg) _, options(nostack, preserves_flags))
+    };
+    MAPPED_END.store(target, Ordering::SeqCst);
+    target
+}
+
+/// The identity-mapped window `[0, mapped_end())`.
 pub struct Identity;
 
 /// The one instance; parsers borrow it for `'static`.
@@ -18,7 +66,7 @@ pub static MEMORY: Identity = Identity;
 
 fn check(addr: u64, len: u64) -> Result<(), PhysError> {
     match addr.checked_add(len) {
-        Some(end) if end <= MAPPED_LIMIT => Ok(()),
+        Some(end) if end <= mapped_end() => Ok(()),
         _ => Err(PhysError::OutOfRange { addr, len }),
     }
 }
@@ -29,10 +77,10 @@ impl Memory for Identity {
     }
 
     fn byte(&self, addr: u64) -> u8 {
-        if addr >= MAPPED_LIMIT {
+        if addr >= mapped_end() {
             return 0xff;
         }
-        // SAFETY: the address is below MAPPED_LIMIT, which the startup code identity-mapped (present,
+        // SAFETY: the address is below the end of the identity map, which stays mapped (present,
         // writable) for the whole run; a volatile byte read has no alignment requirement.
         unsafe { core::ptr::read_volatile(addr as *const u8) }
     }

@@ -83,6 +83,21 @@ pub extern "C" fn probe_main(start_info_paddr: u32) -> ! {
                 .s("probe: start info version ")
                 .dec(u64::from(info.version))
                 .nl();
+            // Map the RAM above 4 GiB the memory map lists (the boot map stops at 4 GiB).
+            let ram_end = info
+                .memmap()
+                .filter(|e| e.kind == start_info::MEMMAP_RAM)
+                .map(|e| e.addr.saturating_add(e.size))
+                .max()
+                .unwrap_or(0);
+            if ram_end > identity::MAPPED_LIMIT {
+                error()
+                    .s("RAM beyond ")
+                    .hex(identity::MAPPED_LIMIT)
+                    .s(" is not mapped")
+                    .nl();
+            }
+            identity::map_ram(ram_end);
             Some(info)
         }
         Err(e) => {

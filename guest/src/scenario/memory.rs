@@ -9,7 +9,7 @@
 //! tested), `mem-errors=N`; each mismatch is also a `PROBE-ERROR`.
 
 use super::Context;
-use crate::identity::{self, MAPPED_LIMIT};
+use crate::identity;
 use crate::power::Ending;
 use crate::serial::{error, result};
 use crate::start_info::{MemEntry, MEMMAP_RAM};
@@ -39,7 +39,7 @@ fn image() -> (u64, u64) {
 fn entry_samples(e: MemEntry, stride: u64) -> impl Iterator<Item = u64> {
     let (img_start, img_end) = image();
     let start = e.addr.max(LOW_SKIP).next_multiple_of(8);
-    let end = e.addr.saturating_add(e.size).min(MAPPED_LIMIT) & !7;
+    let end = e.addr.saturating_add(e.size).min(identity::mapped_end()) & !7;
     let last = end.checked_sub(8).filter(|&l| l >= start);
     let strided = (0..)
         .map(move |k: u64| start.saturating_add(k.saturating_mul(stride)))

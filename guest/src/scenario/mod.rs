@@ -2,6 +2,9 @@
 //! its `PROBE-RESULT` lines and says how the run should end; adding one means a module and a
 //! line in [`REGISTRY`].
 
+mod blk_common;
+mod blk_read;
+mod blk_write;
 mod boot;
 mod idle;
 mod memory;
@@ -83,6 +86,14 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "virtio-blk",
         run: virtio_blk::run,
+    },
+    Scenario {
+        name: "blk-write",
+        run: blk_write::run,
+    },
+    Scenario {
+        name: "blk-read",
+        run: blk_read::run,
     },
 ];
 
