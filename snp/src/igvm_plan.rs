@@ -517,10 +517,10 @@ fn check_relocation_header(bytes: &[u8], at: usize, typ: u32, payload: usize) ->
                 return bad("relocatable region is empty or wraps the address space");
             }
         }
-        IGVM_VHT_PAGE_TABLE_RELOCATION_REGION => {
-            if !range_ok(le_u64(bytes, payload + 8), le_u64(bytes, payload + 16)) {
-                return bad("page table region is empty or wraps the address space");
-            }
+        IGVM_VHT_PAGE_TABLE_RELOCATION_REGION
+            if !range_ok(le_u64(bytes, payload + 8), le_u64(bytes, payload + 16)) =>
+        {
+            return bad("page table region is empty or wraps the address space");
         }
         _ => {}
     }

@@ -534,7 +534,7 @@ fn malformed_relocation_headers_are_errors_not_panics() {
     // Values the builder would refuse, written into the serialized header.
     let bytes = ok.bytes().unwrap();
     let at = header_of_type(&bytes, 0x102);
-    for (off, value) in [(8usize, 0u64), (24, 0), (16, u64::MAX & !0xfff)] {
+    for (off, value) in [(8usize, 0u64), (24, 0), (16, 0xffff_ffff_ffff_f000)] {
         let mut b = bytes.clone();
         b[at + 8 + off..at + 16 + off].copy_from_slice(&value.to_le_bytes());
         reseal(&mut b);
