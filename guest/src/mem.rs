@@ -11,9 +11,12 @@ use core::arch::asm;
 #[no_mangle]
 pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     // SAFETY: the caller guarantees both ranges are valid for `n` bytes; DF is clear (the ABI
-    // requires it on function entry).
+    // requires it on function entry). Eight bytes per step, then the rest: under PVM each
+    // string-instruction step costs about as much as an emulated instruction.
     unsafe {
-        asm!("rep movsb", inout("rcx") n => _, inout("rdi") dest => _, inout("rsi") src => _,
+        asm!("rep movsq", "mov rcx, {rest}", "rep movsb",
+             rest = in(reg) n & 7,
+             inout("rcx") n >> 3 => _, inout("rdi") dest => _, inout("rsi") src => _,
              options(nostack, preserves_flags));
     }
     dest
@@ -48,9 +51,13 @@ pub unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mu
 /// `dest` is valid for `n` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn memset(dest: *mut u8, value: i32, n: usize) -> *mut u8 {
-    // SAFETY: the caller guarantees `dest` is valid for `n` bytes; DF is clear.
+    let fill = u64::from(value as u8) * 0x0101_0101_0101_0101;
+    // SAFETY: the caller guarantees `dest` is valid for `n` bytes; DF is clear. Eight bytes per
+    // step, then the rest (AL is the low byte of the same pattern).
     unsafe {
-        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dest => _, in("al") value as u8,
+        asm!("rep stosq", "mov rcx, {rest}", "rep stosb",
+             rest = in(reg) n & 7,
+             inout("rcx") n >> 3 => _, inout("rdi") dest => _, in("rax") fill,
              options(nostack, preserves_flags));
     }
     dest
