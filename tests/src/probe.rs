@@ -27,7 +27,7 @@
 //! | `memory` | | `mem-samples`, `mem-stride-kib`, `mem-top` (hex), `mem-errors` | power-off (0) |
 //! | `pci` | | `pci-devices`, `pci.BB:DD.F=vendor:device` | power-off (0) |
 //! | `serial-echo` | `probe.secs=N` (30) | `echo`, `echo-bytes` | power-off (0) |
-//! | `virtio-blk` | `probe.blk-sectors=N` (8), `probe.blk-write=1` | `blk-bdf`, `blk-capacity-sectors`, `blk-readonly`, `blk-read-fnv1a` (hex, see [`fnv1a64`]), `blk-write=ok` (last sector now holds [`blk_write_pattern`]) | power-off (0) |
+//! | `blk-write`, `blk-read` | `probe.blk-mib=N`, `probe.blk-seed=N` | `blk0-bdf`, `blk-*-sha256`, ... (see `guest/src/scenario/blk_*.rs`) | power-off (0) |
 //!
 //! An unknown scenario, and any exception or panic in the probe, gives a `PROBE-ERROR` line and
 //! a power-off, so a broken run fails fast instead of at the timeout.
@@ -308,18 +308,4 @@ pub fn parse_markers(stderr: &str) -> Vec<u8> {
             u8::from_str_radix(hex, 16).ok()
         })
         .collect()
-}
-
-/// FNV-1a (64-bit) of `data`: what the probe's `virtio-blk` scenario reports for the sectors it
-/// read (`blk-read-fnv1a`), so a test can compare with the backing file.
-pub fn fnv1a64(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// The 512 bytes the probe's `virtio-blk` scenario writes to the last sector with
-/// `probe.blk-write=1`.
-pub fn blk_write_pattern() -> Vec<u8> {
-    (0..512usize).map(|i| (i * 7 + 3) as u8).collect()
 }

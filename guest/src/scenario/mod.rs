@@ -15,7 +15,6 @@ mod reboot;
 mod serial_echo;
 mod smp;
 mod triple_fault;
-mod virtio_blk;
 
 use crate::cmdline::Cmdline;
 use crate::power::Ending;
@@ -82,10 +81,6 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "serial-echo",
         run: serial_echo::run,
-    },
-    Scenario {
-        name: "virtio-blk",
-        run: virtio_blk::run,
     },
     Scenario {
         name: "blk-write",

@@ -118,16 +118,3 @@ fn probe_image_has_a_pvh_entry_in_its_code() {
         "PVH entry {entry:#x} is not in an executable PT_LOAD segment"
     );
 }
-
-#[test]
-fn fnv1a64_known_answers() {
-    // Reference values of the FNV-1a 64-bit hash.
-    assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-    assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-    assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
-    let pattern = blk_write_pattern();
-    assert_eq!(
-        (pattern.len(), pattern[0], pattern[1], pattern[511]),
-        (512, 3, 10, 0xfc)
-    );
-}
