@@ -5,7 +5,7 @@
 //! tables, kernel, devices, vCPU state) so that a bad configuration never starts a vCPU.
 //! [`Vm::run`] is the `vmm` control loop: it starts the `vcpuN` threads, waits for the first
 //! event that ends the VM (a device's [`GuestRequest`], a vCPU exit), then stops and joins
-//! every vCPU. Later, API commands arrive on the same loop.
+//! every vCPU. Host requests (stop, pause, resume) reach the same loop through a [`VmHandle`].
 
 use std::io::Write;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
