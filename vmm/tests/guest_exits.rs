@@ -244,3 +244,20 @@ fn pause_holds_every_vcpu_until_resume() {
     assert_eq!(runner.join().unwrap().unwrap(), ExitReason::HostStop);
     assert!(handle.pause().is_err(), "pausing a VM that has ended");
 }
+
+#[test]
+fn kernel_beyond_guest_ram_is_a_configuration_error() {
+    if !kvm_available() {
+        return;
+    }
+    // A 24 MiB segment at 1 MiB does not fit in 16 MiB of RAM.
+    let mut config = VmConfig::new(pvh_kernel("too-big", &vec![0xf4; 24 << 20]));
+    config.memory = 16 << 20;
+    config.serial = SerialOutput::Off;
+    let err = match Vm::build(&config) {
+        Ok(_) => panic!("a kernel larger than RAM was accepted"),
+        Err(e) => e,
+    };
+    assert_eq!(err.exit_code(), 2, "{err}");
+    assert!(err.to_string().contains("too-big"), "{err}");
+}
