@@ -1,5 +1,6 @@
 //! `podvisor`: the command-line entry point. Parses arguments and hands them to the VMM.
 
+mod api;
 mod measure;
 mod run;
 
@@ -9,12 +10,16 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "podvisor",
-    version,
-    about = "A lean VMM for confidential pod VMs"
+    version = concat!("v", env!("CARGO_PKG_VERSION")),
+    about = "A lean VMM for confidential pod VMs",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Without a subcommand: serve the REST API (Cloud Hypervisor's command-line style).
+    #[command(flatten)]
+    api: api::ApiArgs,
 }
 
 #[derive(Subcommand)]
@@ -28,10 +33,14 @@ enum Command {
 fn main() -> ExitCode {
     // Boot timing is measured from here: everything before the first guest instruction counts.
     vmm::clock::start();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(cli.api.log_filter()),
+    )
+    .init();
     match cli.command {
-        Command::Run(args) => run::main(args),
-        Command::Measure(args) => measure::main(args),
+        Some(Command::Run(args)) => run::main(args),
+        Some(Command::Measure(args)) => measure::main(args),
+        None => api::main(cli.api),
     }
 }
