@@ -4,8 +4,9 @@
 //! A thread named `console-in` blocks on stdin and queues what it reads into the UART; when
 //! the 64-byte FIFO is full it waits for the guest to drain it instead of dropping input. The
 //! terminal is left in its normal (line-buffered) mode: a line is sent when Enter is pressed,
-//! and Ctrl-C still reaches podvisor, which stops the VM. The thread ends at end of input;
-//! while the VM lives it costs one blocked read.
+//! and Ctrl-C still reaches podvisor, which stops the VM. The thread ends at end of input, or
+//! at once when podvisor runs as a background job (the guest then gets no input); while the
+//! VM lives it costs one blocked read.
 
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
@@ -26,7 +27,16 @@ pub fn forward_input(
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("console-in".into())
-        .spawn(move || pump(&serial, input))
+        .spawn(move || {
+            // A background job that reads its terminal is stopped by SIGTTIN, VM and all.
+            // With the signal blocked in this thread the read fails with EIO instead, and
+            // only console input is lost.
+            if let Err(e) = vmm_sys_util::signal::block_signal(libc::SIGTTIN) {
+                log::warn!("console input disabled: cannot block SIGTTIN: {e}");
+                return;
+            }
+            pump(&serial, input)
+        })
         .map(|_| ())
 }
 
@@ -38,6 +48,10 @@ fn pump(serial: &SharedSerial, mut input: impl Read) {
             Ok(0) => return,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                log::info!("console input unavailable: not the terminal's foreground job");
+                return;
+            }
             Err(e) => {
                 log::warn!("console input stopped: {e}");
                 return;
