@@ -1,0 +1,200 @@
+//! The REST API driven the way Kata's `clh` driver drives Cloud Hypervisor, against the real
+//! binary and the probe guest's `idle` scenario: spawn, ping poll, `vm.create`, `vm.info`,
+//! `vm.boot`, `vm.info`, `vmm.shutdown`, process gone. Also through `curl --unix-socket`, with
+//! reads racing a boot that is held up on purpose, and the guest powering off by itself.
+#![allow(clippy::unwrap_used, clippy::panic)] // reason: test file; a failed unwrap is the failure.
+
+mod api_client;
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use api_client::{probe_config, read_answer, request_bytes, Podvisor, PATIENCE};
+use podvisor_tests::probe::require_kvm;
+
+/// Kata gives the process a few seconds to disappear after `vmm.shutdown`.
+const EXIT_AFTER_SHUTDOWN: Duration = Duration::from_secs(3);
+
+#[test]
+fn kata_sequence_with_the_probe_guest() {
+    if !require_kvm() {
+        return;
+    }
+    let mut vmm = Podvisor::spawn("kata", &["-v", "--seccomp", "false"]);
+    println!("first ping answered {:?} after spawn", vmm.ready_after);
+    let console = vmm.file("console");
+    let a = vmm.call(
+        "PUT",
+        "/api/v1/vm.create",
+        &probe_config("idle", "probe.secs=120", &console),
+    );
+    assert_eq!(a.status, 204, "{a:?}");
+    assert_eq!(vmm.state(), "Created");
+    let a = vmm.call("PUT", "/api/v1/vm.boot", "");
+    assert_eq!(a.status, 204, "{a:?}\n{}", vmm.stderr());
+    assert_eq!(vmm.state(), "Running");
+    let info = vmm.call("GET", "/api/v1/vm.info", "").json();
+    assert_eq!(info["memory_actual_size"], 128u64 << 20);
+    assert_eq!(info["config"]["cpus"]["boot_vcpus"], 1);
+    assert!(
+        vmm.thread_names().iter().any(|n| n == "vcpu0"),
+        "{:?}",
+        vmm.thread_names()
+    );
+    let a = vmm.call("PUT", "/api/v1/vmm.shutdown", "");
+    assert_eq!(a.status, 204, "{a:?}");
+    let status = vmm.wait_exit(EXIT_AFTER_SHUTDOWN);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "process still there or failed\n{}",
+        vmm.stderr()
+    );
+}
+
+#[test]
+fn curl_drives_the_api() {
+    if !require_kvm() {
+        return;
+    }
+    if Command::new("curl").arg("--version").output().is_err() {
+        println!("SKIPPED: curl not installed");
+        return;
+    }
+    let mut vmm = Podvisor::spawn("curl", &[]);
+    let curl = |args: &[&str]| -> (String, String) {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "60", "--unix-socket"])
+            .arg(&vmm.socket)
+            .args(["-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (body.to_owned(), code.to_owned())
+    };
+    let (body, code) = curl(&["http://localhost/api/v1/vmm.ping"]);
+    assert_eq!(code, "200");
+    assert!(body.contains("\"pid\""), "{body}");
+    let config = probe_config("idle", "probe.secs=120", &vmm.file("console"));
+    let (_, code) = curl(&[
+        "-X",
+        "PUT",
+        "-d",
+        &config,
+        "http://localhost/api/v1/vm.create",
+    ]);
+    assert_eq!(code, "204");
+    let (_, code) = curl(&["-X", "PUT", "http://localhost/api/v1/vm.boot"]);
+    assert_eq!(code, "204", "{}", vmm.stderr());
+    let (body, _) = curl(&["http://localhost/api/v1/vm.info"]);
+    assert!(body.contains("\"state\":\"Running\""), "{body}");
+    let (body, code) = curl(&["http://localhost/api/v1/vm.nothing"]);
+    assert_eq!(code, "404", "{body}");
+    let (_, code) = curl(&["-X", "PUT", "http://localhost/api/v1/vmm.shutdown"]);
+    assert_eq!(code, "204");
+    assert_eq!(
+        vmm.wait_exit(EXIT_AFTER_SHUTDOWN).and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
+/// `vm.boot` is held inside `Vm::build` by making the serial output a FIFO nobody reads yet
+/// (opening it for writing blocks). Meanwhile pings and `vm.info` must answer, and quickly.
+/// The per-read bound is loose on purpose (a loaded 2-core PVM host schedules threads late):
+/// 250 ms, while the boot is held for at least 1.5 s; a read queued behind the boot would
+/// take the whole hold.
+#[test]
+fn reads_answer_while_vm_boot_is_in_flight() {
+    if !require_kvm() {
+        return;
+    }
+    const HOLD: Duration = Duration::from_millis(1500);
+    const READ_BOUND: Duration = Duration::from_millis(250);
+    let mut vmm = Podvisor::spawn("racing", &[]);
+    let fifo = vmm.file("serial.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let config = probe_config("idle", "probe.secs=120", &fifo);
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.create", &config).status, 204);
+
+    let socket = vmm.socket.clone();
+    let boot = std::thread::spawn(move || {
+        let mut stream = UnixStream::connect(socket).unwrap();
+        std::io::Write::write_all(&mut stream, &request_bytes("PUT", "/api/v1/vm.boot", b""))
+            .unwrap();
+        read_answer(&mut stream).unwrap().status
+    });
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    while started.elapsed() < HOLD {
+        for path in ["/api/v1/vmm.ping", "/api/v1/vm.info"] {
+            let t = Instant::now();
+            let a = vmm.call("GET", path, "");
+            latencies.push(t.elapsed());
+            assert_eq!(a.status, 200);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!boot.is_finished(), "the boot was not held by the FIFO");
+    // Release the boot: open the reader and keep draining the console.
+    let mut reader = std::fs::File::open(&fifo).unwrap();
+    let drain = std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink);
+    });
+    assert_eq!(boot.join().unwrap(), 204, "{}", vmm.stderr());
+    assert_eq!(vmm.state(), "Running");
+    let worst = latencies.iter().max().copied().unwrap_or_default();
+    println!(
+        "{} reads during the held boot, worst {worst:?}",
+        latencies.len()
+    );
+    assert!(worst < READ_BOUND, "a read took {worst:?} during the boot");
+    assert_eq!(vmm.call("PUT", "/api/v1/vmm.shutdown", "").status, 204);
+    assert!(vmm.wait_exit(EXIT_AFTER_SHUTDOWN).is_some());
+    drain.join().unwrap();
+}
+
+#[test]
+fn guest_power_off_ends_the_process() {
+    if !require_kvm() {
+        return;
+    }
+    let mut vmm = Podvisor::spawn("poweroff", &[]);
+    let config = probe_config("poweroff", "", &vmm.file("console"));
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.create", &config).status, 204);
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.boot", "").status, 204);
+    let status = vmm.wait_exit(PATIENCE);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", vmm.stderr());
+    let console = std::fs::read_to_string(vmm.file("console")).unwrap_or_default();
+    assert!(console.contains("probe"), "{console}");
+}
+
+#[test]
+fn shutdown_and_boot_again_then_delete() {
+    if !require_kvm() {
+        return;
+    }
+    let mut vmm = Podvisor::spawn("reboot", &[]);
+    let config = probe_config("idle", "probe.secs=120", &vmm.file("console"));
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.create", &config).status, 204);
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.boot", "").status, 204);
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.reboot", "").status, 204);
+    assert_eq!(vmm.state(), "Running");
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.shutdown", "").status, 204);
+    assert_eq!(vmm.state(), "Shutdown");
+    let a = vmm.call("PUT", "/api/v1/vm.shutdown", "");
+    assert_eq!(a.status, 500, "{a:?}");
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.boot", "").status, 204);
+    assert_eq!(vmm.state(), "Running");
+    let counters = vmm.call("GET", "/api/v1/vm.counters", "").json();
+    assert_eq!(counters["vmm"]["boots"], 3, "{counters}");
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.delete", "").status, 204);
+    assert_eq!(vmm.call("GET", "/api/v1/vm.info", "").status, 500);
+    assert_eq!(vmm.call("PUT", "/api/v1/vmm.shutdown", "").status, 204);
+    assert!(vmm.wait_exit(EXIT_AFTER_SHUTDOWN).is_some());
+}
