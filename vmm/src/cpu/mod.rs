@@ -125,6 +125,44 @@ fn set_boot_msrs(vcpu: &VcpuFd, index: u32, supported: &[u32]) -> Result<(), Cpu
     Ok(())
 }
 
+/// AMD's HWCR and its TscFreqSel bit: real AMD parts from family 10h on report that the TSC
+/// counts at the P0 frequency, and Linux flags a firmware bug when the bit is clear.
+const MSR_K7_HWCR: u32 = 0xc001_0015;
+const HWCR_TSC_FREQ_SEL: u64 = 1 << 24;
+/// CPUID leaf 0 EBX of AMD processors ("Auth" of "AuthenticAMD").
+const CPUID_VENDOR_AMD_EBX: u32 = 0x6874_7541;
+
+fn is_amd(cpuid: &CpuId) -> bool {
+    cpuid
+        .as_slice()
+        .iter()
+        .any(|e| e.function == 0 && e.ebx == CPUID_VENDOR_AMD_EBX)
+}
+
+/// Sets HWCR.TscFreqSel, keeping the other bits; a KVM that refuses it leaves HWCR alone.
+fn set_tsc_freq_sel(vcpu: &VcpuFd, index: u32) -> Result<(), CpuError> {
+    let hwcr = |data| {
+        Msrs::from_entries(&[kvm_msr_entry {
+            index: MSR_K7_HWCR,
+            data,
+            ..Default::default()
+        }])
+        .map_err(|_| CpuError::MsrList { index })
+    };
+    let mut msrs = hwcr(0)?;
+    if !matches!(vcpu.get_msrs(&mut msrs), Ok(1)) {
+        log::debug!("vCPU {index}: KVM does not expose HWCR");
+        return Ok(());
+    }
+    let current = msrs.as_slice().first().map_or(0, |e| e.data);
+    if current & HWCR_TSC_FREQ_SEL == 0
+        && !matches!(vcpu.set_msrs(&hwcr(current | HWCR_TSC_FREQ_SEL)?), Ok(1))
+    {
+        log::debug!("vCPU {index}: KVM refused HWCR.TscFreqSel");
+    }
+    Ok(())
+}
+
 /// Everything a vCPU needs before its first run.
 pub struct VcpuSetup<'a> {
     pub index: u32,
@@ -146,6 +184,9 @@ pub fn configure(vcpu: &VcpuFd, setup: &VcpuSetup<'_>) -> Result<(), CpuError> {
     vcpu.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))?;
 
     set_boot_msrs(vcpu, index, setup.supported_msrs)?;
+    if is_amd(setup.supported_cpuid) {
+        set_tsc_freq_sel(vcpu, index)?;
+    }
 
     vcpu.set_fpu(&regs::boot_fpu())
         .map_err(kvm("KVM_SET_FPU"))?;
