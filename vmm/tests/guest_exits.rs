@@ -261,3 +261,29 @@ fn kernel_beyond_guest_ram_is_a_configuration_error() {
     assert_eq!(err.exit_code(), 2, "{err}");
     assert!(err.to_string().contains("too-big"), "{err}");
 }
+
+#[test]
+fn amd_guests_see_tsc_freq_sel() {
+    if !kvm_available() {
+        return;
+    }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    if !cpuinfo.contains("AuthenticAMD") {
+        println!("SKIPPED: not an AMD host");
+        return;
+    }
+    // rdmsr HWCR; marker 0x10 + bit 24.
+    let mut code = vec![0xb9, 0x15, 0x00, 0x01, 0xc0, 0x0f, 0x32];
+    code.extend([0xc1, 0xe8, 0x18, 0x24, 0x01, 0x04, 0x10]);
+    code.extend([0x66, 0xba, 0x40, 0x04, 0xee]);
+    code.extend(out8(POWER_OFF.0, POWER_OFF.1));
+    code.extend(SPIN);
+    let mut config = VmConfig::new(pvh_kernel("hwcr", &code));
+    config.memory = 32 << 20;
+    config.serial = SerialOutput::Off;
+    let vm = Vm::build(&config).unwrap();
+    let clock = vm.clock();
+    assert_eq!(vm.run().unwrap(), ExitReason::PowerOff);
+    let markers: Vec<u8> = clock.snapshot().markers.iter().map(|m| m.0).collect();
+    assert_eq!(markers, [0x11], "HWCR.TscFreqSel as the guest reads it");
+}
