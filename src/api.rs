@@ -144,6 +144,10 @@ fn serve(args: ApiArgs) -> Result<u8, ApiModeError> {
     let (tx, rx) = mpsc::channel();
     let backend = Arc::new(ApiHandle::new(tx.clone(), shared.clone()));
     let server = ApiServer::start(listener, backend, vmm_info())?;
+    let signals = ApiHandle::new(tx.clone(), shared.clone());
+    if let Err(e) = vmm::api::termination::shutdown_on_termination(signals) {
+        log::warn!("{e}; SIGINT/SIGTERM will end the process without stopping the VM");
+    }
     let controller = Controller::new(
         shared,
         tx,

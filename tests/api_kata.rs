@@ -198,3 +198,33 @@ fn shutdown_and_boot_again_then_delete() {
     assert_eq!(vmm.call("PUT", "/api/v1/vmm.shutdown", "").status, 204);
     assert!(vmm.wait_exit(EXIT_AFTER_SHUTDOWN).is_some());
 }
+
+#[test]
+fn sigterm_stops_the_vm_and_exits_cleanly() {
+    if !require_kvm() {
+        return;
+    }
+    let monitor = std::env::temp_dir().join(format!("podvisor-term-{}", std::process::id()));
+    let _ = std::fs::remove_file(&monitor);
+    let arg = format!("path={}", monitor.display());
+    let mut vmm = Podvisor::spawn("sigterm", &["--event-monitor", &arg]);
+    let config = probe_config("idle", "probe.secs=120", &vmm.file("console"));
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.create", &config).status, 204);
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.boot", "").status, 204);
+    let killed = Command::new("kill")
+        .args(["-TERM", &vmm.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = vmm.wait_exit(EXIT_AFTER_SHUTDOWN);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", vmm.stderr());
+    let events = std::fs::read_to_string(&monitor).unwrap_or_default();
+    let _ = std::fs::remove_file(&monitor);
+    assert!(events.contains("api_stop"), "{events}");
+    assert!(
+        events
+            .trim_end()
+            .ends_with(r#""event":"shutdown","detail":null}"#),
+        "{events}"
+    );
+}

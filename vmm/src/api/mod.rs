@@ -17,6 +17,7 @@ pub mod controller;
 pub mod events;
 pub mod sandbox;
 pub mod state;
+pub mod termination;
 
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
