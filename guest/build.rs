@@ -1,5 +1,5 @@
 //! Link settings for the probe: its own linker script and no C runtime. The code-generation
-//! flags (no SSE, static relocation model) come from the invoking build (`tests/build.rs`).
+//! flags (no SSE, static relocation model) come from the invoking build (`tests/build/probe.rs`).
 
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".to_owned());

@@ -35,7 +35,7 @@
 //! An unknown or missing scenario is reported as a `PROBE-ERROR`, then the probe powers off.
 //!
 //! # Build
-//! `tests/build.rs` builds it (`cargo build --release` at the workspace root leaves it at
+//! `tests/build/probe.rs` builds it (`cargo build --release` at the workspace root leaves it at
 //! `target/release/probe`). By hand, from this directory:
 //! `RUSTFLAGS="-C target-feature=-sse,-sse2 -C relocation-model=static -C no-redzone=yes"
 //! cargo build --release --target x86_64-unknown-linux-gnu`.
