@@ -11,6 +11,7 @@ pub mod igvm_plan;
 pub mod launch;
 pub mod ovmf;
 pub mod page_info;
+pub mod page_state;
 pub mod plan;
 pub mod policy;
 pub mod vmsa;
