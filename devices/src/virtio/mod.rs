@@ -13,6 +13,7 @@
 
 pub mod block;
 pub mod pci;
+pub mod vsock;
 pub mod worker;
 
 use std::sync::Arc;
