@@ -57,6 +57,18 @@ fn wait_reports_a_guest_power_off() {
     let status = vmm.call("GET", "/api/v1/sandbox.status", "").json();
     assert_eq!(status["state"], "stopped", "{status}");
     assert_eq!(status["sandbox_id"], "pod-1234");
+    let timeline = &status["timeline"];
+    let first = timeline["first_instruction_us"].as_u64().unwrap_or(0);
+    let exit = timeline["exit_us"].as_u64().unwrap_or(0);
+    assert!(first > 0 && exit > first, "{timeline}");
+    // The probe marks entering Rust (0x01) and starting its scenario (0x02).
+    let markers: Vec<u64> = timeline["markers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m[0].as_u64())
+        .collect();
+    assert!(markers.starts_with(&[1, 2]), "{timeline}");
     let events = vmm.call("GET", "/api/v1/sandbox.events?since=0", "").json();
     let names: Vec<&str> = events["events"]
         .as_array()

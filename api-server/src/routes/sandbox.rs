@@ -81,7 +81,26 @@ struct Status<'a> {
     pid: u32,
     sandbox: &'a SandboxRecord,
     boot: Option<&'a BootTimes>,
+    timeline: Option<Timeline>,
     exit: Option<&'a ExitInfo>,
+}
+
+/// The VM's boot timeline in microseconds since the VMM process started.
+#[derive(Serialize)]
+struct Timeline {
+    first_instruction_us: Option<u128>,
+    /// Guest boot-progress markers (port 0x440): value and time.
+    markers: Vec<(u8, u128)>,
+    exit_us: Option<u128>,
+}
+
+fn timeline(snapshot: &Snapshot) -> Option<Timeline> {
+    let t = snapshot.clock.as_ref()?.snapshot();
+    Some(Timeline {
+        first_instruction_us: t.first_instruction.map(|d| d.as_micros()),
+        markers: t.markers.iter().map(|(v, d)| (*v, d.as_micros())).collect(),
+        exit_us: t.exit.map(|d| d.as_micros()),
+    })
 }
 
 fn no_sandbox(endpoint: &str) -> HttpReply {
@@ -112,6 +131,7 @@ fn status(call: &Call<'_>) -> HttpReply {
         pid: call.ctx.info.pid,
         sandbox,
         boot: snapshot.boot.as_ref(),
+        timeline: timeline(&snapshot),
         exit: snapshot.exit.as_ref(),
     })
 }
@@ -185,6 +205,7 @@ struct Metrics {
     host_rss_bytes: Option<u64>,
     uptime_ms: Option<u64>,
     boot: Option<BootTimes>,
+    timeline: Option<Timeline>,
     counters: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
 }
 
@@ -205,6 +226,7 @@ fn metrics(call: &Call<'_>) -> HttpReply {
         host_rss_bytes: rss_bytes(),
         uptime_ms,
         boot: snapshot.boot.clone(),
+        timeline: timeline(&snapshot),
         counters: snapshot.counters.clone(),
     })
 }

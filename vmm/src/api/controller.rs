@@ -252,6 +252,7 @@ impl Controller {
         self.generation += 1;
         let generation = self.generation;
         let handle = vm.handle();
+        let clock = vm.clock();
         let tx = self.tx.clone();
         let thread = std::thread::Builder::new()
             .name("vm".into())
@@ -278,6 +279,7 @@ impl Controller {
             s.state = Some(VmState::Running);
             s.exit = None;
             s.boot = Some(published);
+            s.clock = Some(clock);
         });
         self.count("boots");
         self.event("vm", "booted", None);

@@ -86,6 +86,9 @@ pub struct Snapshot {
     /// How the last run ended.
     pub exit: Option<ExitInfo>,
     pub boot: Option<BootTimes>,
+    /// The live boot timeline of the current (or last) VM: first instruction, guest boot
+    /// markers, exit. Written lock-free by the vCPU and marker device, read by the API.
+    pub clock: Option<Arc<crate::clock::BootClock>>,
     pub sandbox: Option<Arc<SandboxRecord>>,
     /// Named counter groups (`vm.counters`).
     pub counters: BTreeMap<String, BTreeMap<String, u64>>,
