@@ -14,6 +14,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
+use podvisor_tests::linux::image::{self, CpioEntry};
 use podvisor_tests::linux::{self, ConsoleVm, HostMode, Kit, Wait};
 use vmm::layout;
 
@@ -231,6 +232,117 @@ fn early_boot(run: EarlyBoot<'_>) -> TestResult {
     check_acpi(&log)?;
     assert_eq!(linux::allowed_cpus(&log), Some(run.cpus), "{}", context());
     check_ramdisk(&log, run.initramfs, run.memory)?;
+    Ok(())
+}
+
+/// Modules the kit promises (scripts/guest-kit), by module name.
+const KIT_MODULES: [&str; 7] = [
+    "virtio_pci",
+    "virtio_blk",
+    "virtiofs",
+    "fuse",
+    "vsock",
+    "vmw_vsock_virtio_transport",
+    "virtio_console",
+];
+
+fn entry<'a>(entries: &'a [CpioEntry], name: &str) -> Result<&'a CpioEntry, String> {
+    entries
+        .iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| format!("initramfs has no {name}"))
+}
+
+fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.trim_end_matches(".ko").replace('-', "_")
+}
+
+/// The kit, read back with parsers independent of the scripts that wrote it: the vmlinux
+/// has a PVH entry, the bzImage a setup header, and the initramfs an executable /init, a
+/// static busybox, /dev/console and every promised module listed after its dependencies.
+#[test]
+fn guest_kit_is_complete() -> TestResult {
+    let kit = match Kit::locate() {
+        Ok(kit) => kit,
+        Err(why) if linux::kvm_required() => {
+            return Err(format!("no Linux guest kit ({why}) and PODVISOR_REQUIRE_KVM=1").into())
+        }
+        Err(why) => {
+            println!("SKIPPED: no Linux guest kit ({why}); run scripts/guest-kit");
+            return Ok(());
+        }
+    };
+    let entry_point =
+        image::pvh_entry(&std::fs::read(&kit.vmlinux)?)?.ok_or("vmlinux has no PVH entry note")?;
+    assert!(
+        (layout::HIMEM_START..1 << 32).contains(&entry_point),
+        "PVH entry {entry_point:#x} is not a 32-bit address above 1 MiB"
+    );
+    let bzimage = std::fs::read(&kit.bzimage)?;
+    assert_eq!(
+        bzimage.get(0x202..0x206),
+        Some(&b"HdrS"[..]),
+        "bzImage lacks its setup header"
+    );
+
+    let archive = std::fs::read(&kit.initramfs)?;
+    let entries = image::cpio_entries(&archive)?;
+    let init = entry(&entries, "init")?;
+    assert!(init.is_file() && init.is_executable(), "/init: {init:?}");
+    assert!(
+        archive[init.data.clone()].starts_with(b"#!/bin/sh"),
+        "/init is not a shell script"
+    );
+    let busybox = entry(&entries, "bin/busybox")?;
+    assert!(
+        busybox.is_file() && busybox.is_executable(),
+        "/bin/busybox: {busybox:?}"
+    );
+    assert!(
+        archive[busybox.data.clone()].starts_with(b"\x7fELF"),
+        "/bin/busybox is not ELF"
+    );
+    let console = entry(&entries, "dev/console")?;
+    assert!(
+        console.is_char_device() && console.rdev == (5, 1),
+        "/dev/console: {console:?}"
+    );
+
+    let order_entry = entries
+        .iter()
+        .find(|e| e.name.starts_with("lib/modules/") && e.name.ends_with("/load-order"))
+        .ok_or("initramfs has no lib/modules/*/load-order")?;
+    let moddir = order_entry.name.trim_end_matches("load-order");
+    let order = std::str::from_utf8(&archive[order_entry.data.clone()])?;
+    let mut loaded: Vec<String> = Vec::new();
+    let mut edges = 0;
+    for rel in order.lines() {
+        let module = entry(&entries, &format!("{moddir}{rel}"))?;
+        let name = module_name(rel);
+        for dep in image::module_depends(&archive[module.data.clone()])? {
+            assert!(
+                loaded.contains(&dep.replace('-', "_")),
+                "{name} is loaded before its dependency {dep}"
+            );
+            edges += 1;
+        }
+        loaded.push(name);
+    }
+    assert!(
+        edges > 0,
+        "no module declares a dependency: .modinfo not read?"
+    );
+    for wanted in KIT_MODULES {
+        assert!(
+            loaded.iter().any(|m| m == wanted),
+            "module {wanted} missing: {loaded:?}"
+        );
+    }
+    println!(
+        "kit ok: PVH entry {entry_point:#x}, {} modules: {loaded:?}",
+        loaded.len()
+    );
     Ok(())
 }
 
