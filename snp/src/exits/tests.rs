@@ -50,14 +50,14 @@ fn map_gpa_range_hostile_arguments() {
         Err(ExitError::UnknownHypercall { nr: 11 })
     ));
     for (gpa, n, attrs) in [
-        (0x1001, 1, 0),            // misaligned
-        (0, 0, 0),                 // empty
-        (0x1000, 512, 1),          // 2M size, 4K-aligned start
-        (0x20_0000, 511, 1),       // 2M size, partial
-        (0, 1, 3),                 // unknown size
-        (0, 1, 0x20),              // unknown attribute
-        (u64::MAX & !0xFFF, 2, 0), // wraps
-        (0, u64::MAX, 0x10),       // size overflows
+        (0x1001, 1, 0),      // misaligned
+        (0, 0, 0),           // empty
+        (0x1000, 512, 1),    // 2M size, 4K-aligned start
+        (0x20_0000, 511, 1), // 2M size, partial
+        (0, 1, 3),           // unknown size
+        (0, 1, 0x20),        // unknown attribute
+        (!0xFFFu64, 2, 0),   // wraps
+        (0, u64::MAX, 0x10), // size overflows
     ] {
         assert!(
             matches!(
@@ -86,7 +86,7 @@ fn memory_fault_follows_the_policy() {
         (0x5001, 0x1000),
         (0x5000, 0),
         (0x5000, 0x800),
-        (u64::MAX & !0xFFF, 0x2000),
+        (!0xFFFu64, 0x2000),
     ] {
         assert!(matches!(
             decode_memory_fault(private, gpa, size, ImplicitConversion::Allow),
@@ -123,5 +123,5 @@ fn certificate_requests() {
         certs_ret::ENOSPC
     );
     assert!(answer_cert_request(0x10_001, 1, &[]).is_err());
-    assert!(answer_cert_request(u64::MAX & !0xFFF, 2, &[]).is_err());
+    assert!(answer_cert_request(!0xFFFu64, 2, &[]).is_err());
 }

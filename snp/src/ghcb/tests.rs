@@ -578,7 +578,7 @@ fn psc_event_refuses_bad_headers_and_entries_at_the_failing_entry() {
         entry(0x101, 1, true),              // misaligned 2 MiB
         entry(0x100, 5, false),             // unknown op
         entry(0x100, 1, false) | (1 << 60), // reserved bit
-        entry((16 * MB) >> 12, 1, false),     // outside RAM
+        entry((16 * MB) >> 12, 1, false),   // outside RAM
         entry(0x100, 3, false),             // PSMASH of a 4 KiB entry
     ];
     for e in bad {
