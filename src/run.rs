@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// HOST_DATA of a confidential guest (64 hex digits), copied into its attestation reports.
     #[arg(long, value_name = "HEX", requires = "igvm", value_parser = snp_launch::parse_host_data)]
     host_data: Option<snp::id_block::HostData>,
+    /// A virtio-blk disk: path=FILE[,readonly=on][,num_queues=N][,queue_size=N][,id=NAME].
+    /// Repeatable; disks take PCI slots 1, 2, … in the order given.
+    #[arg(long = "disk", value_name = "DISK", value_parser = config::disk::parse_disk)]
+    disks: Vec<config::disk::DiskConfig>,
 }
 
 impl RunArgs {
@@ -64,6 +68,7 @@ impl RunArgs {
             vcpus: self.cpus,
             memory: self.memory,
             serial: self.serial,
+            disks: self.disks,
         }
     }
 }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use crate::layout;
 
+pub mod disk;
+
 /// Kernel command line used when none is given: the serial console is the only console.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
 /// Default guest RAM.
@@ -47,6 +49,8 @@ pub enum ConfigError {
     CmdlineTooLong { len: usize, max: usize },
     #[error("command line contains a NUL byte")]
     CmdlineNul,
+    #[error(transparent)]
+    Disk(#[from] disk::DiskConfigError),
 }
 
 /// Where the guest's COM1 output goes.
@@ -66,6 +70,8 @@ pub struct VmConfig {
     pub vcpus: u32,
     pub memory: u64,
     pub serial: SerialOutput,
+    /// virtio-blk disks, in PCI slot order.
+    pub disks: Vec<disk::DiskConfig>,
 }
 
 impl VmConfig {
@@ -78,6 +84,7 @@ impl VmConfig {
             vcpus: 1,
             memory: DEFAULT_MEMORY,
             serial: SerialOutput::Stdout,
+            disks: Vec::new(),
         }
     }
 
@@ -134,6 +141,7 @@ impl VmConfig {
                 });
             }
         }
+        disk::validate(&self.disks)?;
         Ok(())
     }
 }

@@ -28,6 +28,7 @@ pub mod cpu;
 pub mod exit;
 pub mod layout;
 pub mod memory;
+pub mod pci_devices;
 pub mod signals;
 pub mod snp_launch;
 pub mod vcpu;

@@ -80,6 +80,8 @@ pub enum VmError {
     Cpu(#[from] CpuError),
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
+    #[error("PCI devices: {0}")]
+    Pci(#[from] crate::pci_devices::PciSetupError),
     #[error("all vCPU threads ended without a reason")]
     VcpusVanished,
     #[error("the VM is no longer running")]
@@ -143,7 +145,8 @@ impl VmHandle {
 pub struct Vm {
     // Field order matters for drop: vCPU fds go before the VM fd, RAM last.
     vcpus: Vec<Vcpu>,
-    _vm_fd: VmFd,
+    /// Shared with the PCI devices' MSI router and ioeventfd registry.
+    _vm_fd: Arc<VmFd>,
     _kvm: Kvm,
     _memory: GuestMemoryMmap,
     control: Arc<RunControl>,
@@ -173,7 +176,7 @@ impl Vm {
             ..host
         })?;
 
-        let vm_fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        let vm_fd = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
         create_platform(&vm_fd)?;
         let memory = memory::create_guest_memory(config.memory)?;
         memory::register_with_kvm(&vm_fd, &memory)?;
@@ -181,6 +184,7 @@ impl Vm {
         let acpi_config = AcpiConfig {
             vcpus: config.vcpus,
             serial: config.serial != SerialOutput::Off,
+            pci: true,
         };
         let rsdp = acpi::create_acpi_tables(&memory, &acpi_config)?;
         let entry = boot::load(
@@ -198,12 +202,14 @@ impl Vm {
         let control = Arc::new(RunControl::default());
         let markers = boot_marker::BootMarkerLog::new();
         let clock = Arc::new(BootClock::new(markers.clone()));
-        let (pio, irqfds, uart) = build_pio_bus(&vm_fd, serial_out, &control, &tx, markers)?;
+        let (mut pio, irqfds, uart) = build_pio_bus(&vm_fd, serial_out, &control, &tx, markers)?;
+        let mut mmio = Bus::new();
+        crate::pci_devices::attach(&vm_fd, &memory, &config.disks, &mut pio, &mut mmio)?;
         // Only a console on the terminal takes input; file and off are output-only.
         let console_input = uart.filter(|_| config.serial == SerialOutput::Stdout);
         let shared = VcpuShared {
             pio,
-            mmio: Bus::new(),
+            mmio,
             control: control.clone(),
             events: tx.clone(),
             clock: clock.clone(),

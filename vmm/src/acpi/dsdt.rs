@@ -4,6 +4,7 @@
 //! \_S5_            Package {5, 0, 0, 0}   soft-off SLP_TYP for SLEEP_CONTROL_REG (§7.4.2)
 //! \_SB_.Cnnn       ACPI0007 processor, _UID n = MADT processor UID (§8.4)
 //! \_SB_.COM1       PNP0501 16550 at 0x3f8, IRQ 4 (when the VM has a serial port)
+//! \_SB_.PCI0       PNP0A08 PCI root bridge, \_SB_.MRES PNP0C02 ECAM reservation (see pci.rs)
 //! ```
 //!
 //! The namespace is assembled from independent parts ([`Dsdt::system_bus_device`] and
@@ -113,6 +114,9 @@ pub(super) fn build(config: &AcpiConfig) -> Vec<u8> {
     }
     if config.serial {
         add_com1(&mut dsdt);
+    }
+    if config.pci {
+        super::pci::add_host_bridge(&mut dsdt);
     }
     dsdt.into_table()
 }

@@ -9,7 +9,8 @@
 //!
 //! ```text
 //! RSDP (rev 2, at layout::RSDP_ADDR) ─► XSDT ─┬► FACP (rev 6.5) ─► DSDT (\_S5_, CPUs, COM1)
-//!                                             └► APIC (LAPIC per vCPU, IOAPIC, IRQ0→GSI2, LINT1 NMI)
+//!                                             ├► APIC (LAPIC per vCPU, IOAPIC, IRQ0→GSI2, LINT1 NMI)
+//!                                             └► MCFG (ECAM of PCI bus 0; with PCI0 in the DSDT)
 //! ```
 //!
 //! Everything lives in `[layout::ACPI_START, layout::ACPI_END)`, which the VMM reserves in e820;
@@ -20,6 +21,7 @@
 mod dsdt;
 mod fadt;
 mod madt;
+mod pci;
 
 use std::ops::Range;
 
@@ -50,6 +52,8 @@ pub struct AcpiConfig {
     pub vcpus: u32,
     /// Whether COM1 ([`devices::legacy::serial`]) exists and goes into the DSDT.
     pub serial: bool,
+    /// Whether the PCI root bus exists: MCFG table plus host bridge in the DSDT.
+    pub pci: bool,
 }
 
 /// Errors from building or placing the tables.
@@ -151,10 +155,21 @@ fn write_tables<M: GuestMemory>(
     let fadt_addr = placer.place(fadt.len())?;
     let madt = madt::build(config.vcpus);
     let madt_addr = placer.place(madt.len())?;
+    let mcfg = match config.pci {
+        true => Some(pci::mcfg()),
+        false => None,
+    };
+    let mcfg_addr = match &mcfg {
+        Some(t) => Some(placer.place(t.len())?),
+        None => None,
+    };
 
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     xsdt.add_entry(fadt_addr);
     xsdt.add_entry(madt_addr);
+    if let Some(addr) = mcfg_addr {
+        xsdt.add_entry(addr);
+    }
     let xsdt = to_bytes(&xsdt);
     let xsdt_addr = placer.place(xsdt.len())?;
     let rsdp = to_bytes(&Rsdp::new(OEM_ID, xsdt_addr));
@@ -162,6 +177,9 @@ fn write_tables<M: GuestMemory>(
     write(mem, "DSDT", dsdt_addr, &dsdt)?;
     write(mem, "FACP", fadt_addr, &fadt)?;
     write(mem, "APIC", madt_addr, &madt)?;
+    if let (Some(addr), Some(t)) = (mcfg_addr, &mcfg) {
+        write(mem, "MCFG", addr, t)?;
+    }
     write(mem, "XSDT", xsdt_addr, &xsdt)?;
     write(mem, "RSDP", rsdp_addr, &rsdp)?;
     log::debug!(

@@ -19,6 +19,7 @@ fn config(vcpus: u32) -> AcpiConfig {
     AcpiConfig {
         vcpus,
         serial: true,
+        pci: false,
     }
 }
 
@@ -90,7 +91,15 @@ fn walk(mem: &GuestMemoryMmap<()>, rsdp_addr: GuestAddress) -> Tables {
 
 fn build(vcpus: u32, serial: bool) -> (GuestMemoryMmap<()>, Tables) {
     let mem = memory();
-    let rsdp = create_acpi_tables(&mem, &AcpiConfig { vcpus, serial }).unwrap();
+    let rsdp = create_acpi_tables(
+        &mem,
+        &AcpiConfig {
+            vcpus,
+            serial,
+            pci: false,
+        },
+    )
+    .unwrap();
     assert_eq!(rsdp, GuestAddress(layout::RSDP_ADDR));
     let tables = walk(&mem, rsdp);
     (mem, tables)

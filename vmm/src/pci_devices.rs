@@ -1,0 +1,304 @@
+//! The VM's PCI side: the root bus with one virtio-blk function per `--disk`, wired to KVM.
+//!
+//! Device order is configuration order, so disk *n* always sits in slot *n + 1*
+//! (`0000:00:0N.0`; the host bridge holds slot 0). Each disk gets one BAR 0 of
+//! [`VirtioPciDevice`]'s size from the 32-bit window `[MMIO32_DEVICES_START,
+//! MMIO32_DEVICES_END)`, one GSI and irqfd per MSI-X vector (GSIs from [`FIRST_MSI_GSI`]), and
+//! one ioeventfd per queue, which the transport moves whenever the guest moves the BAR.
+//!
+//! KVM's GSI routing table is replaced whole on every change, so [`KvmMsiRouter`] keeps the
+//! complete table: the default IOAPIC/PIC routes of GSIs 0–23 plus every MSI route.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use devices::bus::{Bus, BusError};
+use devices::pci::msix::{MsiMessage, MsiRouter, MsixVector};
+use devices::pci::root::{
+    PciConfigIo, PciConfigMmio, PciMmioWindow, PciRoot, PciRootError, PCI_CONFIG_IO_PORT,
+    PCI_CONFIG_IO_PORT_LEN,
+};
+use devices::pci::{AllocError, BarAllocator};
+use devices::virtio::block::backend::{BackendError, FileDisk};
+use devices::virtio::block::{Block, BlockError, BlockOptions};
+use devices::virtio::pci::{IoEventRegistry, TransportError, VirtioPciDevice, BAR_SIZE};
+use kvm_bindings::{
+    kvm_irq_routing_entry, kvm_irq_routing_irqchip, kvm_irq_routing_msi, KvmIrqRouting,
+    KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP,
+    KVM_IRQ_ROUTING_MSI,
+};
+use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::config::disk::DiskConfig;
+use crate::layout;
+
+/// The last bus number the ECAM window covers: only the root bus exists.
+pub const LAST_BUS: u8 = 0;
+/// Bytes of ECAM for buses `0..=LAST_BUS` (1 MiB per bus).
+pub const ECAM_SIZE: u64 = (LAST_BUS as u64 + 1) << 20;
+/// GSIs below this are the IOAPIC pins; MSI vectors get GSIs from here up.
+pub const FIRST_MSI_GSI: u32 = 24;
+const IOAPIC_PINS: u32 = 24;
+const PIC_PINS: u32 = 16;
+
+/// Errors building the PCI devices.
+#[derive(Debug, thiserror::Error)]
+pub enum PciSetupError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("disk {id}: {source}")]
+    Block { id: String, source: BlockError },
+    #[error("disk {id}: {source}")]
+    Transport { id: String, source: TransportError },
+    #[error("BAR space: {0}")]
+    Alloc(#[from] AllocError),
+    #[error(transparent)]
+    Slots(#[from] PciRootError),
+    #[error("cannot create an MSI-X eventfd: {0}")]
+    EventFd(std::io::Error),
+    #[error("{op} failed: {source}")]
+    Kvm {
+        op: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error("cannot place the {what} on a bus: {source}")]
+    Bus {
+        what: &'static str,
+        source: BusError,
+    },
+}
+
+/// The complete GSI routing table of a VM.
+pub struct KvmMsiRouter {
+    vm: Arc<VmFd>,
+    msi: Mutex<BTreeMap<u32, MsiMessage>>,
+}
+
+impl KvmMsiRouter {
+    pub fn new(vm: Arc<VmFd>) -> Self {
+        Self {
+            vm,
+            msi: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn irqchip_entry(gsi: u32, chip: u32, pin: u32) -> kvm_irq_routing_entry {
+        let mut e = kvm_irq_routing_entry {
+            gsi,
+            type_: KVM_IRQ_ROUTING_IRQCHIP,
+            ..Default::default()
+        };
+        e.u.irqchip = kvm_irq_routing_irqchip { irqchip: chip, pin };
+        e
+    }
+
+    /// KVM's default routes (what `KVM_CREATE_IRQCHIP` set up) and the MSI routes.
+    fn table(msi: &BTreeMap<u32, MsiMessage>) -> Result<KvmIrqRouting, std::io::Error> {
+        let mut entries = Vec::new();
+        for gsi in 0..IOAPIC_PINS {
+            if gsi < PIC_PINS {
+                let chip = if gsi < 8 {
+                    KVM_IRQCHIP_PIC_MASTER
+                } else {
+                    KVM_IRQCHIP_PIC_SLAVE
+                };
+                entries.push(Self::irqchip_entry(gsi, chip, gsi % 8));
+            }
+            entries.push(Self::irqchip_entry(gsi, KVM_IRQCHIP_IOAPIC, gsi));
+        }
+        for (&gsi, m) in msi {
+            let mut e = kvm_irq_routing_entry {
+                gsi,
+                type_: KVM_IRQ_ROUTING_MSI,
+                ..Default::default()
+            };
+            e.u.msi = kvm_irq_routing_msi {
+                address_lo: m.address as u32,
+                address_hi: (m.address >> 32) as u32,
+                data: m.data,
+                ..Default::default()
+            };
+            entries.push(e);
+        }
+        let mut routing =
+            KvmIrqRouting::new(0).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        for e in entries {
+            routing
+                .push(e)
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        }
+        Ok(routing)
+    }
+}
+
+impl MsiRouter for KvmMsiRouter {
+    fn route(&self, gsi: u32, msg: Option<MsiMessage>) -> std::io::Result<()> {
+        let mut msi = self.msi.lock().unwrap_or_else(PoisonError::into_inner);
+        let previous = match msg {
+            Some(m) => msi.insert(gsi, m),
+            None => msi.remove(&gsi),
+        };
+        let result = Self::table(&msi).and_then(|t| {
+            self.vm
+                .set_gsi_routing(&t)
+                .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+        });
+        if result.is_err() {
+            // Keep the table in line with what KVM has.
+            match previous {
+                Some(p) => msi.insert(gsi, p),
+                None => msi.remove(&gsi),
+            };
+        }
+        result
+    }
+}
+
+/// ioeventfds through `KVM_IOEVENTFD`, matching writes of any width.
+pub struct KvmIoEvents {
+    vm: Arc<VmFd>,
+}
+
+impl IoEventRegistry for KvmIoEvents {
+    fn register(&self, fd: &EventFd, addr: u64) -> std::io::Result<()> {
+        self.vm
+            .register_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+    }
+
+    fn unregister(&self, fd: &EventFd, addr: u64) -> std::io::Result<()> {
+        self.vm
+            .unregister_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+    }
+}
+
+/// Where each disk landed: its id and slot (`0000:00:<slot>.0`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedDevice {
+    pub id: String,
+    pub slot: u8,
+}
+
+/// Builds the root bus with one virtio-blk function per disk and puts the configuration
+/// ports on `pio` and ECAM and the BAR window on `mmio`.
+pub fn attach(
+    vm: &Arc<VmFd>,
+    mem: &GuestMemoryMmap,
+    disks: &[DiskConfig],
+    pio: &mut Bus,
+    mmio: &mut Bus,
+) -> Result<Vec<PlacedDevice>, PciSetupError> {
+    let router: Arc<dyn MsiRouter> = Arc::new(KvmMsiRouter::new(vm.clone()));
+    let ioevents: Arc<dyn IoEventRegistry> = Arc::new(KvmIoEvents { vm: vm.clone() });
+    let mut bars = BarAllocator::new(layout::MMIO32_DEVICES_START, layout::MMIO32_DEVICES_END);
+    let mut next_gsi = FIRST_MSI_GSI;
+    let mut root = PciRoot::new();
+    let mut placed = Vec::new();
+    for (index, disk) in disks.iter().enumerate() {
+        let id = disk.id_or_default(index);
+        let backend = FileDisk::open(&disk.path, disk.readonly)?;
+        let block = Block::new(
+            BlockOptions {
+                id: id.clone(),
+                readonly: disk.readonly,
+                num_queues: disk.num_queues,
+                queue_size: disk.queue_size,
+            },
+            Box::new(backend),
+        )
+        .map_err(|source| PciSetupError::Block {
+            id: id.clone(),
+            source,
+        })?;
+        let mut vectors = Vec::new();
+        for _ in 0..VirtioPciDevice::vectors_needed(&block) {
+            let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(PciSetupError::EventFd)?;
+            vm.register_irqfd(&irqfd, next_gsi)
+                .map_err(|source| PciSetupError::Kvm {
+                    op: "KVM_IRQFD (MSI-X)",
+                    source,
+                })?;
+            vectors.push(MsixVector {
+                gsi: next_gsi,
+                irqfd,
+            });
+            next_gsi += 1;
+        }
+        let bar = bars.allocate(BAR_SIZE)?;
+        let device = VirtioPciDevice::new(
+            Box::new(block),
+            mem.clone(),
+            bar as u32,
+            vectors,
+            router.clone(),
+            Some(ioevents.clone()),
+        )
+        .map_err(|source| PciSetupError::Transport {
+            id: id.clone(),
+            source,
+        })?;
+        let slot = root.add_device(Arc::new(Mutex::new(device)))?;
+        log::info!(
+            "disk {id} ({}{}) at 0000:00:{slot:02x}.0, BAR 0 {bar:#x}",
+            disk.path.display(),
+            if disk.readonly { ", read-only" } else { "" }
+        );
+        placed.push(PlacedDevice { id, slot });
+    }
+    let root = Arc::new(root);
+    let bus_err = |what| move |source| PciSetupError::Bus { what, source };
+    pio.insert(
+        Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
+        u64::from(PCI_CONFIG_IO_PORT),
+        u64::from(PCI_CONFIG_IO_PORT_LEN),
+    )
+    .map_err(bus_err("PCI configuration ports"))?;
+    mmio.insert(
+        Arc::new(Mutex::new(PciConfigMmio::new(root.clone()))),
+        layout::PCI_MMCONFIG_START,
+        ECAM_SIZE,
+    )
+    .map_err(bus_err("PCI ECAM window"))?;
+    mmio.insert(
+        Arc::new(Mutex::new(PciMmioWindow::new(
+            root,
+            layout::MMIO32_DEVICES_START,
+        ))),
+        layout::MMIO32_DEVICES_START,
+        layout::MMIO32_DEVICES_END - layout::MMIO32_DEVICES_START,
+    )
+    .map_err(bus_err("PCI BAR window"))?;
+    Ok(placed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_table_keeps_the_irqchip_routes() {
+        let mut msi = BTreeMap::new();
+        msi.insert(
+            30,
+            MsiMessage {
+                address: 0x1_fee0_0000,
+                data: 0x41,
+            },
+        );
+        let t = KvmMsiRouter::table(&msi).unwrap();
+        let entries = t.as_slice();
+        assert_eq!(entries.len(), 16 + 24 + 1);
+        let pic: Vec<_> = entries
+            .iter()
+            .filter(|e| e.type_ == KVM_IRQ_ROUTING_IRQCHIP && e.gsi == 4)
+            .count()
+            .to_string()
+            .into_bytes();
+        assert_eq!(pic, b"2", "GSI 4 routes to the PIC and the IOAPIC");
+        let last = entries.last().unwrap();
+        assert_eq!((last.gsi, last.type_), (30, KVM_IRQ_ROUTING_MSI));
+    }
+}
