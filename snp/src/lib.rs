@@ -16,5 +16,6 @@ pub mod page_info;
 pub mod page_state;
 pub mod plan;
 pub mod policy;
+pub mod report;
 pub mod vmsa;
 pub mod vp_context;
