@@ -64,12 +64,16 @@ pub async fn handle(call: Call<'_>) -> HttpReply {
         "vm.resume" => Request::VmResume,
         "vm.delete" => Request::VmDelete,
         "vm.power-button" => Request::VmPowerButton,
-        "vm.add-disk" | "vm.add-fs" | "vm.add-vsock" => match call.json::<Value>() {
-            Ok(body) => match call.name {
-                "vm.add-disk" => Request::VmAddDisk(body),
-                "vm.add-fs" => Request::VmAddFs(body),
-                _ => Request::VmAddVsock(body),
-            },
+        "vm.add-disk" => match call.json() {
+            Ok(disk) => Request::VmAddDisk(disk),
+            Err(e) => return e.reply(CH),
+        },
+        "vm.add-vsock" => match call.json() {
+            Ok(vsock) => Request::VmAddVsock(vsock),
+            Err(e) => return e.reply(CH),
+        },
+        "vm.add-fs" => match call.json::<Value>() {
+            Ok(body) => Request::VmAddFs(body),
             Err(e) => return e.reply(CH),
         },
         "vm.remove-device" => match call.json::<RemoveDevice>() {

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::devices::{ApiDiskConfig, ApiVsockConfig, DeviceConfigError};
 use crate::config::{SerialOutput, VmConfig, DEFAULT_MEMORY};
 
 /// Errors in a `vm.create` body.
@@ -25,6 +26,8 @@ pub enum ApiConfigError {
     Unsupported(String),
     #[error("{field}: {why}")]
     Invalid { field: &'static str, why: String },
+    #[error(transparent)]
+    Device(#[from] DeviceConfigError),
 }
 
 /// `payload`: what to boot.
@@ -152,7 +155,7 @@ pub struct ApiVmConfig {
     pub cpus: CpusConfig,
     pub memory: MemoryConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub disks: Option<Vec<Value>>,
+    pub disks: Option<Vec<ApiDiskConfig>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fs: Option<Vec<Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -160,7 +163,7 @@ pub struct ApiVmConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub devices: Option<Vec<Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub vsock: Option<Value>,
+    pub vsock: Option<ApiVsockConfig>,
     pub serial: ConsoleConfig,
     pub console: ConsoleConfig,
     pub platform: PlatformConfig,
@@ -249,6 +252,9 @@ impl ApiVmConfig {
         vm.vcpus = self.cpus.boot_vcpus;
         vm.memory = self.memory.size;
         vm.serial = serial_output(&self.serial)?;
+        for disk in self.disks.iter().flatten() {
+            vm.disks.push(disk.to_disk()?);
+        }
         Ok(vm)
     }
 
@@ -271,16 +277,12 @@ impl ApiVmConfig {
             return unsupported("memory.hotplug_size (memory hot-plug)");
         }
         for (present, what) in [
-            (
-                non_empty(&self.disks),
-                "disks (virtio-blk is not wired to the API yet)",
-            ),
             (non_empty(&self.fs), "fs (virtio-fs is not available yet)"),
             (non_empty(&self.net), "net (no virtio-net device)"),
             (non_empty(&self.devices), "devices (no VFIO passthrough)"),
             (
                 self.vsock.is_some(),
-                "vsock (virtio-vsock is not available yet)",
+                "vsock (virtio-vsock is not wired yet)",
             ),
         ] {
             if present {

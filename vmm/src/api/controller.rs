@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::config::ApiVmConfig;
+use super::devices::DeviceConfigError;
 use super::events::{Event, EventMonitor};
 use super::sandbox::{SandboxRecord, SandboxSpec, StartOptions};
 use super::state::{unix_ms, BootTimes, ExitInfo, SharedState, VmState};
@@ -157,9 +158,21 @@ impl Controller {
                 ErrorCode::Unsupported,
                 "vm.power-button: the platform has no ACPI power button device",
             )),
-            Request::VmAddDisk(_) | Request::VmAddFs(_) | Request::VmAddVsock(_) => {
-                Err(ApiError::new(ErrorCode::Unsupported, unwired_device(name)))
-            }
+            Request::VmAddDisk(disk) => self
+                .add_device(name, |api, vm| {
+                    vm.disks.push(disk.to_disk()?);
+                    api.disks.get_or_insert_with(Vec::new).push(disk);
+                    Ok(())
+                })
+                .map(|()| Response::Empty),
+            Request::VmAddVsock(_) => Err(ApiError::new(
+                ErrorCode::Unsupported,
+                "vm.add-vsock: virtio-vsock is not wired into the VMM yet",
+            )),
+            Request::VmAddFs(_) => Err(ApiError::new(
+                ErrorCode::Unsupported,
+                "vm.add-fs: there is no virtio-fs device in this VMM yet",
+            )),
             Request::VmRemoveDevice(id) => Err(ApiError::new(
                 ErrorCode::NotFound,
                 format!("vm.remove-device: no device with id {id:?}"),
@@ -309,6 +322,44 @@ impl Controller {
         self.boot().map(|_| ())
     }
 
+    /// Adds a device to the created, not yet booted VM (cold plug). Hot-plug into a running
+    /// VM is not supported: devices are placed when the VM is built.
+    fn add_device(
+        &mut self,
+        name: &'static str,
+        add: impl FnOnce(&mut ApiVmConfig, &mut VmConfig) -> Result<(), DeviceConfigError>,
+    ) -> Result<(), ApiError> {
+        if self.running.is_some() {
+            return Err(ApiError::new(
+                ErrorCode::Unsupported,
+                format!(
+                    "{name}: hot-plug into a running VM is not supported; add it before vm.boot"
+                ),
+            ));
+        }
+        let Some((api, vm)) = &mut self.config else {
+            return Err(ApiError::new(
+                ErrorCode::InvalidState,
+                format!("{name}: no VM is created (vm.create first)"),
+            ));
+        };
+        let (mut new_api, mut new_vm) = (api.clone(), vm.clone());
+        add(&mut new_api, &mut new_vm).map_err(|e| {
+            let code = match e {
+                DeviceConfigError::AlreadyPresent(_) => ErrorCode::InvalidState,
+                _ => ErrorCode::InvalidArgument,
+            };
+            ApiError::with_source(code, name, &e)
+        })?;
+        crate::config::disk::validate(&new_vm.disks)
+            .map_err(|e| ApiError::with_source(ErrorCode::InvalidArgument, name, &e))?;
+        let echo = Arc::new(new_api.clone());
+        self.config = Some((new_api, new_vm));
+        self.shared.update(|s| s.config = Some(echo));
+        self.event("vm", "device_added", Some(name.to_owned()));
+        Ok(())
+    }
+
     fn delete(&mut self) {
         self.config = None;
         self.shared.update(|s| {
@@ -452,10 +503,6 @@ impl Controller {
         event.seq = self.shared.push_event(event.clone());
         self.monitor.write(&event);
     }
-}
-
-fn unwired_device(endpoint: &str) -> String {
-    format!("{endpoint}: this device type is not available in this VMM yet")
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod devices;
 pub mod events;
 pub mod sandbox;
 pub mod state;
@@ -37,9 +38,9 @@ pub enum Request {
     VmResume,
     VmDelete,
     VmPowerButton,
-    VmAddDisk(serde_json::Value),
+    VmAddDisk(devices::ApiDiskConfig),
     VmAddFs(serde_json::Value),
-    VmAddVsock(serde_json::Value),
+    VmAddVsock(devices::ApiVsockConfig),
     VmRemoveDevice(String),
     VmmShutdown,
     SandboxCreate(Box<sandbox::SandboxSpec>),

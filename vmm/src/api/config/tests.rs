@@ -53,11 +53,12 @@ fn wrong_types_and_bad_json_are_errors() {
 #[test]
 fn what_cannot_be_built_is_refused_by_name() {
     for (body, word) in [
-        (
-            r#"{"payload":{"kernel":"/k"},"disks":[{"path":"/d"}]}"#,
-            "disks",
-        ),
+        (r#"{"payload":{"kernel":"/k"},"fs":[{"tag":"t"}]}"#, "fs"),
         (r#"{"payload":{"kernel":"/k"},"vsock":{"cid":3}}"#, "vsock"),
+        (
+            r#"{"payload":{"kernel":"/k"},"disks":[{"readonly":true}]}"#,
+            "path",
+        ),
         (r#"{"payload":{"firmware":"/f"}}"#, "firmware"),
         (
             r#"{"payload":{"kernel":"/k"},"console":{"mode":"Tty"}}"#,
@@ -101,4 +102,18 @@ fn the_echo_round_trips() {
     let echoed = serde_json::to_vec(&config).unwrap();
     let again: ApiVmConfig = from_json(&echoed).unwrap();
     assert_eq!(again, config);
+}
+
+#[test]
+fn disks_and_vsock_map_onto_the_vmm_devices() {
+    let mut config = parse(
+        r#"{"payload":{"kernel":"/k"},"disks":[{"path":"/a"},{"path":"/b","readonly":true,
+            "id":"data","num_queues":2,"queue_size":64}]}"#,
+    )
+    .unwrap();
+    let vm = config.normalize().unwrap();
+    assert_eq!(vm.disks.len(), 2);
+    assert!(vm.disks[1].readonly);
+    assert_eq!(vm.disks[1].id.as_deref(), Some("data"));
+    assert_eq!((vm.disks[1].num_queues, vm.disks[1].queue_size), (2, 64));
 }

@@ -5,7 +5,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::*;
-use crate::api::{ApiHandle, Backend};
+use crate::api::{config, ApiHandle, Backend};
 
 struct Loop {
     api: ApiHandle,
@@ -42,7 +42,7 @@ fn call(api: &ApiHandle, request: Request) -> Result<Response, ApiError> {
 
 fn config(kernel: &str) -> Box<ApiVmConfig> {
     let body = format!(r#"{{"payload":{{"kernel":"{kernel}"}},"memory":{{"size":134217728}}}}"#);
-    Box::new(super::super::config::from_json(body.as_bytes()).unwrap())
+    Box::new(config::from_json(body.as_bytes()).unwrap())
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn unsupported_requests_say_so_and_the_loop_keeps_going() {
         Request::VmPause,
         Request::VmResume,
         Request::VmPowerButton,
-        Request::VmAddDisk(serde_json::json!({"path": "/d"})),
+        Request::VmAddFs(serde_json::json!({"tag": "t"})),
     ] {
         let name = request.name();
         let err = call(&l.api, request).unwrap_err();
@@ -97,6 +97,32 @@ fn unsupported_requests_say_so_and_the_loop_keeps_going() {
     }
     let err = call(&l.api, Request::VmRemoveDevice("disk0".into())).unwrap_err();
     assert_eq!(err.code, ErrorCode::NotFound);
+    call(&l.api, Request::VmmShutdown).unwrap();
+    l.thread.join().unwrap();
+}
+
+#[test]
+fn devices_are_cold_plugged_before_boot() {
+    let l = start();
+    let disk = |json: &str| Request::VmAddDisk(config::from_json(json.as_bytes()).unwrap());
+    let err = call(&l.api, disk(r#"{"path":"/d"}"#)).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidState, "no VM yet");
+    call(&l.api, Request::VmCreate(config("/k"))).unwrap();
+    let dir = std::env::temp_dir().join(format!("podvisor-coldplug-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.img"), dir.join("b.img"));
+    for path in [&a, &b] {
+        std::fs::write(path, vec![0u8; 4096]).unwrap();
+    }
+    let body = |path: &std::path::Path| format!(r#"{{"path":"{}","id":"a"}}"#, path.display());
+    call(&l.api, disk(&body(&a))).unwrap();
+    let dup = call(&l.api, disk(&body(&b))).unwrap_err();
+    assert_eq!(dup.code, ErrorCode::InvalidArgument, "{dup:?}");
+    let bad = call(&l.api, disk(r#"{"readonly":true}"#)).unwrap_err();
+    assert_eq!(bad.code, ErrorCode::InvalidArgument);
+    let echo = l.api.snapshot().config.clone().unwrap();
+    assert_eq!(echo.disks.as_ref().map(Vec::len), Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
     call(&l.api, Request::VmmShutdown).unwrap();
     l.thread.join().unwrap();
 }

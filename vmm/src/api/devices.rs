@@ -1,0 +1,95 @@
+//! Device sections of the API's `VmConfig` (`disks[]`, `vsock`) and of `vm.add-disk` /
+//! `vm.add-vsock`, in Cloud Hypervisor's JSON spelling, mapped onto the VMM's device
+//! configuration. Values are range-checked here; cross-device rules (duplicate ids, how many
+//! fit on the PCI bus) are checked by the VMM's own validation when the VM is built.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::disk::{DiskConfig, DEFAULT_QUEUE_SIZE};
+
+/// Errors in a device section.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeviceConfigError {
+    #[error("disk: path is required")]
+    NoDiskPath,
+    #[error("disk {0:?}: vhost-user disks are not supported")]
+    VhostUser(PathBuf),
+    #[error("vsock: cid {cid} is outside {min}..={max}")]
+    BadCid { cid: u64, min: u64, max: u64 },
+    #[error("vsock: socket is required")]
+    NoVsockSocket,
+    #[error("the VM already has a {0} device")]
+    AlreadyPresent(&'static str),
+}
+
+fn one() -> u16 {
+    1
+}
+
+fn default_queue_size() -> u16 {
+    DEFAULT_QUEUE_SIZE
+}
+
+/// One `disks[]` entry / the `vm.add-disk` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiDiskConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub readonly: bool,
+    #[serde(default = "one")]
+    pub num_queues: u16,
+    #[serde(default = "default_queue_size")]
+    pub queue_size: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub vhost_user: bool,
+}
+
+impl ApiDiskConfig {
+    pub fn to_disk(&self) -> Result<DiskConfig, DeviceConfigError> {
+        let path = self.path.clone().ok_or(DeviceConfigError::NoDiskPath)?;
+        if self.vhost_user {
+            return Err(DeviceConfigError::VhostUser(path));
+        }
+        let mut disk = DiskConfig::new(path);
+        disk.readonly = self.readonly;
+        disk.num_queues = self.num_queues;
+        disk.queue_size = self.queue_size;
+        disk.id = self.id.clone();
+        Ok(disk)
+    }
+}
+
+/// The `vsock` section / the `vm.add-vsock` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiVsockConfig {
+    pub cid: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::config::from_json;
+
+    #[test]
+    fn disks_take_cloud_hypervisor_defaults() {
+        let d: ApiDiskConfig = from_json(br#"{"path":"/d","id":"root","direct":true}"#).unwrap();
+        let disk = d.to_disk().unwrap();
+        assert_eq!(disk.path, PathBuf::from("/d"));
+        assert_eq!((disk.num_queues, disk.queue_size), (1, DEFAULT_QUEUE_SIZE));
+        assert_eq!(disk.id.as_deref(), Some("root"));
+        assert!(!disk.readonly);
+        let d: ApiDiskConfig = from_json(br#"{"readonly":true}"#).unwrap();
+        assert_eq!(d.to_disk(), Err(DeviceConfigError::NoDiskPath));
+        let d: ApiDiskConfig = from_json(br#"{"path":"/s","vhost_user":true}"#).unwrap();
+        assert!(matches!(d.to_disk(), Err(DeviceConfigError::VhostUser(_))));
+    }
+}
