@@ -30,7 +30,8 @@ pub const STATUS_FEATURES_OK: u8 = 8;
 pub const STATUS_DEVICE_NEEDS_RESET: u8 = 0x40;
 pub const STATUS_FAILED: u8 = 0x80;
 
-/// Reserved feature bits every device here offers (VIRTIO 1.2 §6).
+/// Reserved feature bits (VIRTIO 1.2 §6) the devices here offer.
+pub const F_RING_INDIRECT_DESC: u64 = 1 << 28;
 pub const F_RING_EVENT_IDX: u64 = 1 << 29;
 pub const F_VERSION_1: u64 = 1 << 32;
 

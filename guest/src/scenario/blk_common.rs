@@ -12,8 +12,8 @@ use virtio_drivers::transport::pci::bus::{Cam, Command, DeviceFunction, MmioCam,
 use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
 use virtio_drivers::transport::DeviceType;
 
-/// Bytes the scenarios move by default: 8 MiB.
-pub const DEFAULT_MIB: u64 = 8;
+/// KiB the scenarios move by default: 8 MiB.
+pub const DEFAULT_KIB: u64 = 8 * 1024;
 /// Bytes per request: 32 sectors, a buffer that fits the probe's stack comfortably.
 pub const CHUNK: usize = 16 * 1024;
 /// Most virtio-blk functions looked at.
@@ -74,12 +74,12 @@ impl Disks {
         self.found.iter().flatten().count()
     }
 
-    /// Brings up disk `index` (0 = lowest slot) and reports its address as `<key>-bdf`.
+    /// Brings up disk `index` (0 = lowest slot) and reports its address under `key`.
     pub fn open(&mut self, index: usize, key: &str) -> Option<Blk> {
         let function = self.found.get(index).copied().flatten()?;
-        let mut line = result(key).s("-bdf=");
-        line = line.bdf(function.bus, function.device, function.function);
-        line.nl();
+        result(key)
+            .bdf(function.bus, function.device, function.function)
+            .nl();
         self.root
             .set_command(function, Command::MEMORY_SPACE | Command::BUS_MASTER);
         let Ok(transport) = PciTransport::new::<ProbeHal, _>(&mut self.root, function) else {
@@ -120,15 +120,17 @@ pub fn print_digest(key: &str, digest: &[u8]) {
     line.nl();
 }
 
-/// `probe.blk-mib` (default [`DEFAULT_MIB`]) as bytes, or `None` after reporting a bad value.
+/// `probe.blk-kib` (default [`DEFAULT_KIB`]) as bytes, or `None` after reporting a bad
+/// value. A whole number of [`CHUNK`]s, at most 4 GiB.
 pub fn size_param(ctx: &Context) -> Option<u64> {
-    match ctx.cmdline.number("probe.blk-mib") {
+    match ctx.cmdline.number("probe.blk-kib") {
         Ok(v) => {
-            let mib = v.unwrap_or(DEFAULT_MIB);
-            if mib == 0 || mib > 4096 {
-                return fail("blk: probe.blk-mib must be 1..=4096");
+            let kib = v.unwrap_or(DEFAULT_KIB);
+            let chunk_kib = (CHUNK / 1024) as u64;
+            if kib == 0 || kib % chunk_kib != 0 || kib > 4 << 20 {
+                return fail("blk: probe.blk-kib must be a multiple of 16 up to 4 GiB");
             }
-            Some(mib << 20)
+            Some(kib << 10)
         }
         Err(e) => {
             e.report(error()).nl();

@@ -1,4 +1,4 @@
-//! `blk-read`: reads the first `probe.blk-mib` MiB (default 8) of the first virtio-blk disk
+//! `blk-read`: reads the first `probe.blk-kib` KiB (default 8 MiB) of the first virtio-blk disk
 //! and prints their SHA-256; when a second disk exists and is read-only, tries to write its
 //! first sector and reports whether the device refused.
 //!
@@ -22,7 +22,7 @@ fn read(ctx: &Context) -> Option<()> {
     let bytes = size_param(ctx)?;
     let mut disks = Disks::discover(ctx)?;
     result("blk-disks").dec(disks.count() as u64).nl();
-    let Some(mut blk) = disks.open(0, "blk0") else {
+    let Some(mut blk) = disks.open(0, "blk0-bdf") else {
         return fail("blk: no virtio-blk disk");
     };
     if blk.capacity().saturating_mul(SECTOR_SIZE as u64) < bytes {
@@ -45,7 +45,7 @@ fn read(ctx: &Context) -> Option<()> {
     if disks.count() < 2 {
         return Some(());
     }
-    let mut second = disks.open(1, "blk1")?;
+    let mut second = disks.open(1, "blk1-bdf")?;
     let readonly = second.readonly();
     result("blk1-readonly").dec(u64::from(readonly)).nl();
     if readonly {
@@ -58,4 +58,3 @@ fn read(ctx: &Context) -> Option<()> {
     }
     Some(())
 }
-

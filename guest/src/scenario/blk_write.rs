@@ -1,4 +1,4 @@
-//! `blk-write`: writes `probe.blk-mib` MiB (default 8) of pseudo-random bytes (seed
+//! `blk-write`: writes `probe.blk-kib` KiB (default 8 MiB) of pseudo-random bytes (seed
 //! `probe.blk-seed`, default 1) from sector 0 of the first virtio-blk disk, flushes, and prints
 //! their SHA-256, which the host compares with its file.
 //!
@@ -26,7 +26,7 @@ fn write(ctx: &Context) -> Option<()> {
         Err(_) => return fail("blk: probe.blk-seed must be a number"),
     };
     let mut disks = Disks::discover(ctx)?;
-    let Some(mut blk) = disks.open(0, "blk0") else {
+    let Some(mut blk) = disks.open(0, "blk0-bdf") else {
         return fail("blk: no virtio-blk disk");
     };
     let capacity = blk.capacity();

@@ -21,7 +21,10 @@ use vm_memory::{Address, Bytes, GuestMemory};
 use self::backend::DiskBackend;
 use self::request::{Request, RequestKind, SectorRange, ID_BYTES, SECTOR_SIZE};
 use super::worker::WorkerHandle;
-use super::{ActivateError, Activation, VirtioDevice, F_RING_EVENT_IDX, F_VERSION_1, TYPE_BLOCK};
+use super::{
+    ActivateError, Activation, VirtioDevice, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, F_VERSION_1,
+    TYPE_BLOCK,
+};
 pub use worker::BlockWorker;
 
 /// Feature bits (§5.2.3).
@@ -284,7 +287,8 @@ impl Block {
         }
         let discard = backend.supports_discard() && !options.readonly;
         let executor = Executor::new(backend, options.readonly, &options.id);
-        let mut features = F_VERSION_1 | F_RING_EVENT_IDX | F_SEG_MAX | F_FLUSH;
+        let mut features =
+            F_VERSION_1 | F_RING_EVENT_IDX | F_RING_INDIRECT_DESC | F_SEG_MAX | F_FLUSH;
         if options.readonly {
             features |= F_RO;
         }

@@ -573,6 +573,7 @@ fn device_advertises_capacity_features_and_queues() {
     assert_ne!(f & F_MQ, 0);
     assert_ne!(f & F_FLUSH, 0);
     assert_ne!(f & F_VERSION_1, 0);
+    assert_ne!(f & crate::virtio::F_RING_INDIRECT_DESC, 0);
     assert_eq!(f & F_DISCARD, 0, "no discard on a read-only disk");
     let mut nq = [0u8; 2];
     dev.read_config(34, &mut nq);
