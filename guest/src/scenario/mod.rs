@@ -2,6 +2,7 @@
 //! its `PROBE-RESULT` lines and says how the run should end; adding one means a module and a
 //! line in [`REGISTRY`].
 
+mod blk_bench;
 mod blk_common;
 mod blk_read;
 mod blk_write;
@@ -89,6 +90,10 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "blk-read",
         run: blk_read::run,
+    },
+    Scenario {
+        name: "blk-bench",
+        run: blk_bench::run,
     },
 ];
 
