@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::config::ApiVmConfig;
 use super::devices::DeviceConfigError;
@@ -460,20 +460,45 @@ impl Controller {
     }
 
     fn sandbox_start(&mut self, options: &StartOptions) -> Result<Response, ApiError> {
-        if self.shared.snapshot().sandbox.is_none() {
+        let Some(sandbox) = self.shared.snapshot().sandbox.clone() else {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
                 "sandbox.start: no sandbox (sandbox.create first)",
             ));
+        };
+        // What waiting for the agent needs is checked before anything boots.
+        let agent =
+            if options.wait_for_agent {
+                let socket = self
+                    .config
+                    .as_ref()
+                    .and_then(|(api, _)| api.vsock.as_ref())
+                    .and_then(|v| v.socket.clone());
+                match (sandbox.agent_vsock_port, socket) {
+                    (Some(port), Some(socket)) => Some((port, socket)),
+                    _ => return Err(ApiError::new(
+                        ErrorCode::InvalidArgument,
+                        "sandbox.start: wait_for_agent needs agent_vsock_port and a vsock device",
+                    )),
+                }
+            } else {
+                None
+            };
+        let mut times = self.boot()?;
+        if let Some((port, socket)) = agent {
+            let timeout = Duration::from_millis(options.timeout_ms);
+            let waited = super::agent::wait_for_agent(&socket, port, timeout)
+                .map_err(|e| ApiError::with_source(ErrorCode::Timeout, "sandbox.start", &e))?;
+            let ready = times.boot_ms + u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+            times.ready_ms = Some(ready);
+            let published = times.clone();
+            self.shared.update(|s| s.boot = Some(published));
+            self.event(
+                "vm",
+                "agent_ready",
+                Some(format!("port {port} after {ready} ms")),
+            );
         }
-        if options.wait_for_agent {
-            // Waiting for the agent needs a vsock device, which create refuses until it exists.
-            return Err(ApiError::new(
-                ErrorCode::Unsupported,
-                "sandbox.start: wait_for_agent needs a vsock device, which this VMM lacks yet",
-            ));
-        }
-        let times = self.boot()?;
         serde_json::to_value(&times)
             .map(Response::Json)
             .map_err(|e| ApiError::with_source(ErrorCode::Internal, "sandbox.start", &e))

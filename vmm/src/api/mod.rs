@@ -12,6 +12,7 @@
 //! a briefly held lock, so `vmm.ping` and `vm.info` answer while a boot is in flight. The HTTP
 //! side lives in the `api-server` crate; it only sees the [`Backend`] trait, which tests fake.
 
+pub mod agent;
 pub mod config;
 pub mod controller;
 pub mod devices;

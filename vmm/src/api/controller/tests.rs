@@ -141,6 +141,13 @@ fn sandbox_lifecycle_without_a_vm_run() {
     assert_eq!(l.api.snapshot().sandbox.as_ref().unwrap().id, "pod-1");
     let dup = call(&l.api, Request::SandboxCreate(Box::new(spec))).unwrap_err();
     assert_eq!(dup.code, ErrorCode::InvalidState);
+    let wait = StartOptions {
+        wait_for_agent: true,
+        ..Default::default()
+    };
+    let err = call(&l.api, Request::SandboxStart(wait)).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidArgument, "no vsock: {err:?}");
+    assert!(l.api.snapshot().exit.is_none(), "refused before booting");
     let err = call(&l.api, Request::SandboxStart(StartOptions::default())).unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidArgument);
     // Stop and shutdown are idempotent.
