@@ -311,18 +311,16 @@ fn huge_bodies_get_413() {
         )
         .unwrap();
     let chunk = vec![b' '; 64 * 1024];
-    let mut status = None;
     for _ in 0..40 {
         let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
         framed.extend_from_slice(&chunk);
         framed.extend_from_slice(b"\r\n");
+        // The server may answer and close once the limit is crossed.
         if stream.write_all(&framed).is_err() {
             break;
         }
     }
-    if status.is_none() {
-        status = Some(read_answer(&mut stream).status);
-    }
+    let status = Some(read_answer(&mut stream).status);
     assert_eq!(status, Some(413));
     assert_eq!(s.call("GET", "/api/v1/vmm.ping", "").status, 200);
 }
