@@ -57,6 +57,10 @@ pub struct RunArgs {
     /// Repeatable; disks take PCI slots 1, 2, … in the order given.
     #[arg(long = "disk", value_name = "DISK", value_parser = config::disk::parse_disk)]
     disks: Vec<config::disk::DiskConfig>,
+    /// A virtio-vsock device: cid=N,socket=PATH. Host clients connect to PATH and send
+    /// `CONNECT <port>`; guest connections to host port P go to PATH_P.
+    #[arg(long = "vsock", value_name = "VSOCK", value_parser = config::vsock::parse_vsock)]
+    vsock: Option<config::vsock::VsockConfig>,
 }
 
 impl RunArgs {
@@ -69,6 +73,7 @@ impl RunArgs {
             memory: self.memory,
             serial: self.serial,
             disks: self.disks,
+            vsock: self.vsock,
         }
     }
 }

@@ -50,6 +50,7 @@
 mod ap;
 mod clock;
 mod dma;
+mod heap;
 mod identity;
 mod idt;
 mod lapic;

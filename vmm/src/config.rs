@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::layout;
 
 pub mod disk;
+pub mod vsock;
 
 /// Kernel command line used when none is given: the serial console is the only console.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
@@ -72,6 +73,8 @@ pub struct VmConfig {
     pub serial: SerialOutput,
     /// virtio-blk disks, in PCI slot order.
     pub disks: Vec<disk::DiskConfig>,
+    /// The virtio-vsock device (hybrid Unix-socket backend), placed after the disks.
+    pub vsock: Option<vsock::VsockConfig>,
 }
 
 impl VmConfig {
@@ -85,6 +88,7 @@ impl VmConfig {
             memory: DEFAULT_MEMORY,
             serial: SerialOutput::Stdout,
             disks: Vec::new(),
+            vsock: None,
         }
     }
 

@@ -22,6 +22,8 @@ use devices::pci::{AllocError, BarAllocator};
 use devices::virtio::block::backend::{BackendError, FileDisk};
 use devices::virtio::block::{Block, BlockError, BlockOptions};
 use devices::virtio::pci::{IoEventRegistry, TransportError, VirtioPciDevice, BAR_SIZE};
+use devices::virtio::vsock::{Vsock, VsockError};
+use devices::virtio::VirtioDevice;
 use kvm_bindings::{
     kvm_irq_routing_entry, kvm_irq_routing_irqchip, kvm_irq_routing_msi, KvmIrqRouting,
     KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP,
@@ -32,6 +34,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::config::disk::DiskConfig;
+use crate::config::vsock::VsockConfig;
 use crate::layout;
 
 /// The last bus number the ECAM window covers: only the root bus exists.
@@ -52,6 +55,10 @@ pub enum PciSetupError {
     Block { id: String, source: BlockError },
     #[error("disk {id}: {source}")]
     Transport { id: String, source: TransportError },
+    #[error("vsock: {0}")]
+    Vsock(#[from] VsockError),
+    #[error("vsock: {0}")]
+    VsockTransport(TransportError),
     #[error("BAR space: {0}")]
     Alloc(#[from] AllocError),
     #[error(transparent)]
@@ -188,6 +195,7 @@ pub fn attach(
     vm: &Arc<VmFd>,
     mem: &GuestMemoryMmap,
     disks: &[DiskConfig],
+    vsock: Option<&VsockConfig>,
     pio: &mut Bus,
     mmio: &mut Bus,
 ) -> Result<Vec<PlacedDevice>, PciSetupError> {
@@ -248,6 +256,30 @@ pub fn attach(
         );
         placed.push(PlacedDevice { id, slot });
     }
+    if let Some(config) = vsock {
+        let device = Vsock::new(config.cid, config.socket.clone())?;
+        let vectors = msix_vectors(vm, &device, &mut next_gsi)?;
+        let bar = bars.allocate(BAR_SIZE)?;
+        let device = VirtioPciDevice::new(
+            Box::new(device),
+            mem.clone(),
+            bar as u32,
+            vectors,
+            router.clone(),
+            Some(ioevents.clone()),
+        )
+        .map_err(PciSetupError::VsockTransport)?;
+        let slot = root.add_device(Arc::new(Mutex::new(device)))?;
+        log::info!(
+            "vsock cid {} on {} at 0000:00:{slot:02x}.0, BAR 0 {bar:#x}",
+            config.cid,
+            config.socket.display()
+        );
+        placed.push(PlacedDevice {
+            id: config.id.clone().unwrap_or_else(|| "vsock".to_owned()),
+            slot,
+        });
+    }
     let root = Arc::new(root);
     let bus_err = |what| move |source| PciSetupError::Bus { what, source };
     pio.insert(
@@ -272,6 +304,29 @@ pub fn attach(
     )
     .map_err(bus_err("PCI BAR window"))?;
     Ok(placed)
+}
+
+/// One irqfd-backed GSI per MSI-X vector `device` needs, from `next_gsi` up.
+fn msix_vectors(
+    vm: &VmFd,
+    device: &dyn VirtioDevice,
+    next_gsi: &mut u32,
+) -> Result<Vec<MsixVector>, PciSetupError> {
+    let mut vectors = Vec::new();
+    for _ in 0..VirtioPciDevice::vectors_needed(device) {
+        let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(PciSetupError::EventFd)?;
+        vm.register_irqfd(&irqfd, *next_gsi)
+            .map_err(|source| PciSetupError::Kvm {
+                op: "KVM_IRQFD (MSI-X)",
+                source,
+            })?;
+        vectors.push(MsixVector {
+            gsi: *next_gsi,
+            irqfd,
+        });
+        *next_gsi += 1;
+    }
+    Ok(vectors)
 }
 
 #[cfg(test)]

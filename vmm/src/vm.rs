@@ -204,7 +204,14 @@ impl Vm {
         let clock = Arc::new(BootClock::new(markers.clone()));
         let (mut pio, irqfds, uart) = build_pio_bus(&vm_fd, serial_out, &control, &tx, markers)?;
         let mut mmio = Bus::new();
-        crate::pci_devices::attach(&vm_fd, &memory, &config.disks, &mut pio, &mut mmio)?;
+        crate::pci_devices::attach(
+            &vm_fd,
+            &memory,
+            &config.disks,
+            config.vsock.as_ref(),
+            &mut pio,
+            &mut mmio,
+        )?;
         // Only a console on the terminal takes input; file and off are output-only.
         let console_input = uart.filter(|_| config.serial == SerialOutput::Stdout);
         let shared = VcpuShared {

@@ -16,6 +16,7 @@ mod reboot;
 mod serial_echo;
 mod smp;
 mod triple_fault;
+mod vsock_echo;
 
 use crate::cmdline::Cmdline;
 use crate::power::Ending;
@@ -94,6 +95,10 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "blk-bench",
         run: blk_bench::run,
+    },
+    Scenario {
+        name: "vsock-echo",
+        run: vsock_echo::run,
     },
 ];
 

@@ -11,6 +11,7 @@
 //! a GHCB the host cannot even answer through ends the guest with a reason. The host reads and
 //! writes only shared memory, through [`SharedMemory`].
 
+pub mod guest;
 pub mod msr;
 pub mod nae;
 pub mod page;
@@ -324,5 +325,7 @@ fn host_terminate(code: u8) -> Outcome {
     }
 }
 
+#[cfg(test)]
+mod guest_tests;
 #[cfg(test)]
 mod tests;
