@@ -23,11 +23,18 @@ pub enum AgentError {
         waited: Duration,
         last: String,
     },
+    #[error("the VM ended before the agent on vsock port {port} accepted a connection (last attempt: {last})")]
+    VmEnded { port: u32, last: String },
 }
 
-/// Connects through `socket` to guest port `port` until the handshake succeeds or `timeout`
-/// passes; returns how long it took.
-pub fn wait_for_agent(socket: &Path, port: u32, timeout: Duration) -> Result<Duration, AgentError> {
+/// Connects through `socket` to guest port `port` until the handshake succeeds, `timeout`
+/// passes or `vm_alive` says the VM has ended; returns how long it took.
+pub fn wait_for_agent(
+    socket: &Path,
+    port: u32,
+    timeout: Duration,
+    vm_alive: &dyn Fn() -> bool,
+) -> Result<Duration, AgentError> {
     let started = Instant::now();
     let deadline = started + timeout;
     loop {
@@ -36,6 +43,9 @@ pub fn wait_for_agent(socket: &Path, port: u32, timeout: Duration) -> Result<Dur
             Ok(()) => return Ok(started.elapsed()),
             Err(why) => why,
         };
+        if !vm_alive() {
+            return Err(AgentError::VmEnded { port, last });
+        }
         if Instant::now() + RETRY >= deadline {
             return Err(AgentError::Timeout {
                 port,
@@ -102,7 +112,7 @@ mod tests {
         let d = dir("ok");
         let socket = d.join("vsock.sock");
         fake_muxer(UnixListener::bind(&socket).unwrap(), 3, "OK 1073741824\n");
-        let took = wait_for_agent(&socket, 1024, Duration::from_secs(30)).unwrap();
+        let took = wait_for_agent(&socket, 1024, Duration::from_secs(30), &|| true).unwrap();
         assert!(took >= RETRY * 3, "{took:?}");
         let _ = std::fs::remove_dir_all(&d);
     }
@@ -111,10 +121,12 @@ mod tests {
     fn gives_up_at_the_deadline_with_the_last_reason() {
         let d = dir("timeout");
         let socket = d.join("vsock.sock");
-        let err = wait_for_agent(&socket, 1024, Duration::from_millis(100)).unwrap_err();
+        let err = wait_for_agent(&socket, 1024, Duration::from_millis(100), &|| true).unwrap_err();
         assert!(err.to_string().contains("connect"), "{err}");
+        let err = wait_for_agent(&socket, 1024, Duration::from_secs(60), &|| false).unwrap_err();
+        assert!(matches!(err, AgentError::VmEnded { .. }), "{err}");
         fake_muxer(UnixListener::bind(&socket).unwrap(), 0, "NOPE\n");
-        let err = wait_for_agent(&socket, 1024, Duration::from_millis(100)).unwrap_err();
+        let err = wait_for_agent(&socket, 1024, Duration::from_millis(100), &|| true).unwrap_err();
         assert!(err.to_string().contains("NOPE"), "{err}");
         let _ = std::fs::remove_dir_all(&d);
     }

@@ -255,6 +255,11 @@ impl ApiVmConfig {
         for disk in self.disks.iter().flatten() {
             vm.disks.push(disk.to_disk()?);
         }
+        vm.vsock = self
+            .vsock
+            .as_ref()
+            .map(ApiVsockConfig::to_vsock)
+            .transpose()?;
         Ok(vm)
     }
 
@@ -280,10 +285,6 @@ impl ApiVmConfig {
             (non_empty(&self.fs), "fs (virtio-fs is not available yet)"),
             (non_empty(&self.net), "net (no virtio-net device)"),
             (non_empty(&self.devices), "devices (no VFIO passthrough)"),
-            (
-                self.vsock.is_some(),
-                "vsock (virtio-vsock is not wired yet)",
-            ),
         ] {
             if present {
                 return unsupported(what);

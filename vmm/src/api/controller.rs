@@ -165,10 +165,16 @@ impl Controller {
                     Ok(())
                 })
                 .map(|()| Response::Empty),
-            Request::VmAddVsock(_) => Err(ApiError::new(
-                ErrorCode::Unsupported,
-                "vm.add-vsock: virtio-vsock is not wired into the VMM yet",
-            )),
+            Request::VmAddVsock(vsock) => self
+                .add_device(name, |api, vm| {
+                    if vm.vsock.is_some() {
+                        return Err(DeviceConfigError::AlreadyPresent("vsock"));
+                    }
+                    vm.vsock = Some(vsock.to_vsock()?);
+                    api.vsock = Some(vsock);
+                    Ok(())
+                })
+                .map(|()| Response::Empty),
             Request::VmAddFs(_) => Err(ApiError::new(
                 ErrorCode::Unsupported,
                 "vm.add-fs: there is no virtio-fs device in this VMM yet",
@@ -277,6 +283,7 @@ impl Controller {
             .map_err(|e| {
                 ApiError::with_source(ErrorCode::Internal, "vm.boot", &ControllerError::Spawn(e))
             })?;
+        wait_for_first_instruction(&clock, &thread);
         self.running = Some(RunningVm {
             handle,
             generation,
@@ -487,8 +494,19 @@ impl Controller {
         let mut times = self.boot()?;
         if let Some((port, socket)) = agent {
             let timeout = Duration::from_millis(options.timeout_ms);
-            let waited = super::agent::wait_for_agent(&socket, port, timeout)
-                .map_err(|e| ApiError::with_source(ErrorCode::Timeout, "sandbox.start", &e))?;
+            let alive = || {
+                self.running
+                    .as_ref()
+                    .is_some_and(|r| !r.thread.is_finished())
+            };
+            let waited =
+                super::agent::wait_for_agent(&socket, port, timeout, &alive).map_err(|e| {
+                    let code = match e {
+                        super::agent::AgentError::Timeout { .. } => ErrorCode::Timeout,
+                        super::agent::AgentError::VmEnded { .. } => ErrorCode::InvalidState,
+                    };
+                    ApiError::with_source(code, "sandbox.start", &e)
+                })?;
             let ready = times.boot_ms + u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
             times.ready_ms = Some(ready);
             let published = times.clone();
@@ -527,6 +545,21 @@ impl Controller {
         };
         event.seq = self.shared.push_event(event.clone());
         self.monitor.write(&event);
+    }
+}
+
+/// Longest `vm.boot` waits for vCPU 0 to enter the guest before answering anyway.
+const FIRST_INSTRUCTION_WAIT: Duration = Duration::from_secs(10);
+
+/// Holds the boot answer until vCPU 0 has entered the guest (or the run already ended), so a
+/// client that sees `Running` finds the `vcpuN` threads in place, as with Cloud Hypervisor.
+fn wait_for_first_instruction(clock: &crate::clock::BootClock, thread: &JoinHandle<()>) {
+    let deadline = Instant::now() + FIRST_INSTRUCTION_WAIT;
+    while clock.snapshot().first_instruction.is_none()
+        && !thread.is_finished()
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

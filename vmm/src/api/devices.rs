@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::config::disk::{DiskConfig, DEFAULT_QUEUE_SIZE};
+use crate::config::vsock::VsockConfig;
 
 /// Errors in a device section.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -74,6 +75,29 @@ pub struct ApiVsockConfig {
     pub id: Option<String>,
 }
 
+impl ApiVsockConfig {
+    pub fn to_vsock(&self) -> Result<VsockConfig, DeviceConfigError> {
+        use devices::virtio::vsock::{MAX_GUEST_CID, MIN_GUEST_CID};
+        if !(MIN_GUEST_CID..=MAX_GUEST_CID).contains(&self.cid) {
+            return Err(DeviceConfigError::BadCid {
+                cid: self.cid,
+                min: MIN_GUEST_CID,
+                max: MAX_GUEST_CID,
+            });
+        }
+        let socket = self
+            .socket
+            .clone()
+            .filter(|s| !s.as_os_str().is_empty())
+            .ok_or(DeviceConfigError::NoVsockSocket)?;
+        Ok(VsockConfig {
+            cid: self.cid,
+            socket,
+            id: self.id.clone(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +115,19 @@ mod tests {
         assert_eq!(d.to_disk(), Err(DeviceConfigError::NoDiskPath));
         let d: ApiDiskConfig = from_json(br#"{"path":"/s","vhost_user":true}"#).unwrap();
         assert!(matches!(d.to_disk(), Err(DeviceConfigError::VhostUser(_))));
+    }
+
+    #[test]
+    fn vsock_needs_a_guest_cid_and_a_socket() {
+        let v: ApiVsockConfig = from_json(br#"{"cid":3,"socket":"/run/v.sock"}"#).unwrap();
+        assert_eq!(v.to_vsock().unwrap().cid, 3);
+        let v: ApiVsockConfig = from_json(br#"{"cid":2,"socket":"/run/v.sock"}"#).unwrap();
+        assert!(matches!(
+            v.to_vsock(),
+            Err(DeviceConfigError::BadCid { .. })
+        ));
+        let v: ApiVsockConfig = from_json(br#"{"cid":3}"#).unwrap();
+        assert_eq!(v.to_vsock(), Err(DeviceConfigError::NoVsockSocket));
+        assert!(from_json::<ApiVsockConfig>(br#"{"socket":"/x"}"#).is_err());
     }
 }

@@ -108,7 +108,7 @@ fn the_echo_round_trips() {
 fn disks_and_vsock_map_onto_the_vmm_devices() {
     let mut config = parse(
         r#"{"payload":{"kernel":"/k"},"disks":[{"path":"/a"},{"path":"/b","readonly":true,
-            "id":"data","num_queues":2,"queue_size":64}]}"#,
+            "id":"data","num_queues":2,"queue_size":64}],"vsock":{"cid":3,"socket":"/v"}}"#,
     )
     .unwrap();
     let vm = config.normalize().unwrap();
@@ -116,4 +116,6 @@ fn disks_and_vsock_map_onto_the_vmm_devices() {
     assert!(vm.disks[1].readonly);
     assert_eq!(vm.disks[1].id.as_deref(), Some("data"));
     assert_eq!((vm.disks[1].num_queues, vm.disks[1].queue_size), (2, 64));
+    let vsock = vm.vsock.unwrap();
+    assert_eq!((vsock.cid, vsock.socket), (3, PathBuf::from("/v")));
 }

@@ -120,7 +120,14 @@ fn devices_are_cold_plugged_before_boot() {
     assert_eq!(dup.code, ErrorCode::InvalidArgument, "{dup:?}");
     let bad = call(&l.api, disk(r#"{"readonly":true}"#)).unwrap_err();
     assert_eq!(bad.code, ErrorCode::InvalidArgument);
+    let vsock = || Request::VmAddVsock(config::from_json(br#"{"cid":3,"socket":"/v"}"#).unwrap());
+    call(&l.api, vsock()).unwrap();
+    assert_eq!(
+        call(&l.api, vsock()).unwrap_err().code,
+        ErrorCode::InvalidState
+    );
     let echo = l.api.snapshot().config.clone().unwrap();
+    assert_eq!(echo.vsock.as_ref().map(|v| v.cid), Some(3));
     assert_eq!(echo.disks.as_ref().map(Vec::len), Some(1));
     let _ = std::fs::remove_dir_all(&dir);
     call(&l.api, Request::VmmShutdown).unwrap();
