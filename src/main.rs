@@ -1,6 +1,7 @@
 //! `podvisor`: the command-line entry point. Parses arguments and hands them to the VMM.
 
 mod api;
+mod attest;
 mod measure;
 mod run;
 
@@ -28,6 +29,8 @@ enum Command {
     Run(run::RunArgs),
     /// Print the expected SEV-SNP launch measurement of a firmware or IGVM image.
     Measure(measure::MeasureArgs),
+    /// Check SEV-SNP attestation reports.
+    Attest(attest::AttestArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Run(args)) => run::main(args),
         Some(Command::Measure(args)) => measure::main(args),
+        Some(Command::Attest(args)) => attest::main(args),
         None => api::main(cli.api),
     }
 }

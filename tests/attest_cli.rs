@@ -1,0 +1,104 @@
+//! `podvisor attest verify` on reports signed by the software SNP platform's model VCEK:
+//! a good report verifies, a flipped bit in measurement, host_data or signature is rejected,
+//! an expectation that differs is named, unusable input exits 2.
+
+// Test crate: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use snp::report::firmware::{LaunchFacts, ModelFirmware};
+use snp::report::vcek_to_pem;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const PODVISOR: &str = env!("CARGO_BIN_EXE_podvisor");
+
+struct Dir(PathBuf);
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn setup(name: &str) -> (Dir, Vec<u8>) {
+    let dir = std::env::temp_dir().join(format!("podvisor-attest-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fw = ModelFirmware::new(LaunchFacts {
+        measurement: [0x5e; 48],
+        host_data: [0xab; 32],
+        policy: 0x30000,
+        family_id: [0; 16],
+        image_id: [0; 16],
+        guest_svn: 0,
+        id_key_digest: [0; 48],
+        author_key_digest: [0; 48],
+        author_key_en: false,
+    });
+    std::fs::write(dir.join("vcek.pem"), vcek_to_pem(&fw.vcek()).unwrap()).unwrap();
+    (Dir(dir), fw.report([7; 64], 0).to_vec())
+}
+
+fn run(dir: &Path, report: &[u8], extra: &[&str]) -> (i32, String) {
+    let file = dir.join("report.bin");
+    std::fs::write(&file, report).unwrap();
+    let out = Command::new(PODVISOR)
+        .args(["attest", "verify", "--report"])
+        .arg(&file)
+        .arg("--vcek")
+        .arg(dir.join("vcek.pem"))
+        .args(extra)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn good_report_verifies_with_expectations() {
+    let (dir, report) = setup("good");
+    let m = "5e".repeat(48);
+    let h = "ab".repeat(32);
+    let (code, out) = run(
+        &dir.0,
+        &report,
+        &[
+            "--measurement",
+            &m,
+            "--host-data",
+            &h,
+            "--policy",
+            "0x30000",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("report verified"), "{out}");
+    assert!(out.contains(&m), "{out}");
+}
+
+#[test]
+fn flipped_bits_are_rejected() {
+    let (dir, report) = setup("flipped");
+    for (at, what) in [
+        (0x90, "measurement"),
+        (0xC0, "host_data"),
+        (0x2A0, "signature"),
+    ] {
+        let mut bad = report.clone();
+        bad[at] ^= 1;
+        let (code, out) = run(&dir.0, &bad, &[]);
+        assert_eq!(code, 1, "{what}: {out}");
+        assert!(out.contains("signature does not verify"), "{what}: {out}");
+    }
+}
+
+#[test]
+fn first_mismatch_is_named_and_bad_input_exits_2() {
+    let (dir, report) = setup("mismatch");
+    let (code, out) = run(&dir.0, &report, &["--host-data", &"00".repeat(32)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("host_data mismatch"), "{out}");
+    let (code, out) = run(&dir.0, &report, &["--measurement", "abc"]);
+    assert_eq!(code, 2, "{out}");
+    let (code, out) = run(&dir.0, &report[..100], &[]);
+    assert_eq!(code, 2, "{out}");
+}
