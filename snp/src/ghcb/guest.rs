@@ -260,8 +260,30 @@ impl<'a> ModelGuest<'a> {
 
     /// A 1-byte `IN` from `port`.
     pub fn inb(&mut self, port: u16) -> Result<u8, GuestError> {
-        let p = Self::event(code::IOIO, (u64::from(port) << 16) | 0x10 | 1, 0);
-        Ok(self.nae("IOIO", p)?.raw(Field::Rax) as u8)
+        Ok(self.pio_in(port, 1)? as u8)
+    }
+
+    fn size_bits(size: u8) -> u64 {
+        match size {
+            1 => 0x10,
+            2 => 0x20,
+            _ => 0x40,
+        }
+    }
+
+    /// An `IN` of `size` (1, 2 or 4) bytes from `port`.
+    pub fn pio_in(&mut self, port: u16, size: u8) -> Result<u32, GuestError> {
+        let info1 = (u64::from(port) << 16) | Self::size_bits(size) | 1;
+        let p = Self::event(code::IOIO, info1, 0);
+        Ok(self.nae("IOIO", p)?.raw(Field::Rax) as u32)
+    }
+
+    /// An `OUT` of `size` (1, 2 or 4) bytes of `value` to `port`.
+    pub fn pio_out(&mut self, port: u16, size: u8, value: u32) -> Result<(), GuestError> {
+        let info1 = (u64::from(port) << 16) | Self::size_bits(size);
+        let mut p = Self::event(code::IOIO, info1, 0);
+        p.set(Field::Rax, value.into());
+        self.nae("IOIO", p).map(|_| ())
     }
 
     /// MMIO write of `data` (1..=8 bytes).
