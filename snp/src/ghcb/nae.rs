@@ -9,6 +9,7 @@ use super::{
     host_terminate, term, ApCreate, Env, GhcbError, GhcbHandler, Outcome, GHCB_VERSION_MAX,
     GHCB_VERSION_MIN,
 };
+use crate::exits::CertAnswer;
 use crate::page_info::PAGE_SIZE;
 use crate::page_state::{PageSize, RmpState};
 use crate::plan::PAGE_SIZE_U64;
@@ -525,27 +526,31 @@ fn guest_request(
     if extended {
         let certs_gpa = page.get(Field::Rax)?;
         let pages = page.get(Field::Rbx)?;
-        let certs = env.platform.certificates();
-        let need = (certs.len() as u64).div_ceil(PAGE_SIZE_U64);
-        if need > pages {
-            return Ok(Answer::with(
-                EXT_REQ_INVALID_LEN << 32,
-                vec![(Field::Rbx, need)],
-            ));
-        }
-        if !certs.is_empty() {
-            let len = need * PAGE_SIZE_U64;
-            if certs_gpa % PAGE_SIZE_U64 != 0 || !env.mem.is_shared(certs_gpa, len) {
-                return Err(GhcbError::InvalidInput {
-                    what: "certificate buffer (not shared pages)",
-                    value: certs_gpa,
-                });
+        let bad_buffer = GhcbError::InvalidInput {
+            what: "certificate buffer (not shared pages)",
+            value: certs_gpa,
+        };
+        // The same answer KVM's certificate-request exit gets: the table, or an empty table
+        // (the 24-byte terminator) when no certificates are configured.
+        let answer =
+            crate::exits::answer_cert_request(certs_gpa, pages, env.platform.certificates())
+                .map_err(|_| bad_buffer.clone())?;
+        let table = match answer {
+            CertAnswer::TooSmall { needed } => {
+                return Ok(Answer::with(
+                    EXT_REQ_INVALID_LEN << 32,
+                    vec![(Field::Rbx, needed)],
+                ))
             }
-            let blob = certs.to_vec();
-            env.mem
-                .write_shared(certs_gpa, &blob)
-                .map_err(GhcbError::Memory)?;
+            CertAnswer::Write { table, .. } => table,
+        };
+        let need = (table.len() as u64).div_ceil(PAGE_SIZE_U64);
+        if !env.mem.is_shared(certs_gpa, need * PAGE_SIZE_U64) {
+            return Err(bad_buffer);
         }
+        env.mem
+            .write_shared(certs_gpa, &table)
+            .map_err(GhcbError::Memory)?;
         regs.push((Field::Rbx, need));
     }
     let mut request = [0u8; PAGE_SIZE];

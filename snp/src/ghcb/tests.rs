@@ -658,3 +658,26 @@ fn psc_descriptor_round_trips() {
     assert_eq!(PscDesc::parse(&desc.to_bytes()), Some(desc));
     assert_eq!(PscDesc::parse(&[0, 0, 1, 0, 0, 0, 0, 0, 1, 2]), None);
 }
+
+#[test]
+fn extended_guest_request_without_certs_writes_an_empty_table() {
+    let mut rig = Rig::new();
+    let (req, resp, certs) = (0x50_000, 0x51_000, 0x60_000);
+    rig.mem.host_write(certs, &[0xEE; 64]).unwrap();
+    let mut p = Rig::page(code::EXT_GUEST_REQUEST, req, resp);
+    p.set(Field::Rax, certs);
+    p.set(Field::Rbx, 0);
+    let (_, i2, back) = rig.nae(&p);
+    assert_eq!(i2, 1 << 32, "even an empty table needs one page");
+    assert_eq!(back.get(Field::Rbx).unwrap(), 1);
+    p.set(Field::Rbx, 1);
+    let (i1, i2, back) = rig.nae(&p);
+    assert_eq!((i1, i2), (0, 0));
+    assert_eq!(back.get(Field::Rbx).unwrap(), 1);
+    let mut got = [0u8; 32];
+    rig.mem.host_read(certs, &mut got).unwrap();
+    assert_eq!(got[..24], [0; 24]);
+    assert_eq!(got[24..], [0xEE; 8]);
+    p.set(Field::Rax, certs + 1);
+    assert_eq!(rig.nae(&p).1, reason::INVALID_INPUT);
+}
