@@ -70,7 +70,52 @@ pub struct MemoryConversion {
     pub private: bool,
 }
 
+/// Where a shared conversion's private backing lies: the guest_memfd of RAM slot `slot`,
+/// `[offset, offset + len)` — the range to `fallocate(PUNCH_HOLE | KEEP_SIZE)` so the host
+/// frees the private pages (their contents are dead once shared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PunchHole {
+    /// KVM memory slot.
+    pub slot: u32,
+    /// Byte offset in the slot's guest_memfd (the slots map guest_memfd offset 0 at the
+    /// region start).
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
 impl MemoryConversion {
+    /// The `KVM_SET_MEMORY_ATTRIBUTES` argument for this conversion.
+    pub fn kvm_attributes(&self) -> kvm_bindings::kvm_memory_attributes {
+        kvm_bindings::kvm_memory_attributes {
+            address: self.gpa,
+            size: self.size,
+            attributes: if self.private {
+                u64::from(kvm_bindings::KVM_MEMORY_ATTRIBUTE_PRIVATE)
+            } else {
+                0
+            },
+            flags: 0,
+        }
+    }
+
+    /// For a shared conversion, the guest_memfd range to punch in `slots`; `None` for a
+    /// private conversion or a range outside every slot (checked by [`Self::check_ram`]).
+    pub fn punch_hole(&self, slots: &[crate::launch::RamSlot]) -> Option<PunchHole> {
+        if self.private {
+            return None;
+        }
+        let end = self.gpa.checked_add(self.size)?;
+        slots
+            .iter()
+            .find(|s| self.gpa >= s.region.gpa && end <= s.region.end())
+            .map(|s| PunchHole {
+                slot: s.slot,
+                offset: self.gpa - s.region.gpa,
+                len: self.size,
+            })
+    }
+
     /// Error unless the whole range is in one RAM region.
     pub fn check_ram(&self, ram: &RamLayout) -> Result<(), ExitError> {
         if ram.contains(self.gpa, self.size) {

@@ -125,3 +125,47 @@ fn certificate_requests() {
     assert!(answer_cert_request(0x10_001, 1, &[]).is_err());
     assert!(answer_cert_request(!0xFFFu64, 2, &[]).is_err());
 }
+
+#[test]
+fn conversions_map_to_memory_attributes_and_punch_holes() {
+    use crate::launch::RamSlot;
+    let slots = [
+        RamSlot {
+            slot: 0,
+            region: RamRegion {
+                gpa: 0,
+                size: 0x10_0000,
+            },
+        },
+        RamSlot {
+            slot: 1,
+            region: RamRegion {
+                gpa: 0x1_0000_0000,
+                size: 0x10_0000,
+            },
+        },
+    ];
+    let shared = decode_hypercall(12, &args(0x1_0000_2000, 2, 0)).unwrap();
+    let a = shared.kvm_attributes();
+    assert_eq!(
+        (a.address, a.size, a.attributes, a.flags),
+        (0x1_0000_2000, 0x2000, 0, 0)
+    );
+    assert_eq!(
+        shared.punch_hole(&slots),
+        Some(PunchHole {
+            slot: 1,
+            offset: 0x2000,
+            len: 0x2000
+        })
+    );
+    let private = decode_hypercall(12, &args(0x3000, 1, 0x10)).unwrap();
+    assert_eq!(private.kvm_attributes().attributes, 1 << 3);
+    assert_eq!(
+        private.punch_hole(&slots),
+        None,
+        "private conversions keep the backing"
+    );
+    let straddle = decode_hypercall(12, &args(0xF_F000, 2, 0)).unwrap();
+    assert_eq!(straddle.punch_hole(&slots), None);
+}
