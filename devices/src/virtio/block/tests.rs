@@ -428,6 +428,42 @@ fn descriptor_loops_and_indirect_abuse_terminate() {
 }
 
 #[test]
+fn requests_through_an_indirect_table_work() {
+    let mut h = harness(8192, false);
+    h.driver
+        .mem
+        .write_slice(&[0x3c; 1024], GuestAddress(0x10000))
+        .unwrap();
+    h.driver.header(0x8000, T_OUT, 4);
+    // Indirect table at 0x40000: header, data, status, linked by NEXT.
+    let entries: [(u64, u32, u16); 3] = [
+        (0x8000, 16, F_NEXT),
+        (0x10000, 1024, F_NEXT),
+        (0x9000, 1, F_WRITE),
+    ];
+    for (i, (addr, len, flags)) in entries.iter().enumerate() {
+        let at = 0x40000 + i as u64 * 16;
+        h.driver.mem.write_obj(*addr, GuestAddress(at)).unwrap();
+        h.driver.mem.write_obj(*len, GuestAddress(at + 8)).unwrap();
+        h.driver
+            .mem
+            .write_obj(*flags, GuestAddress(at + 12))
+            .unwrap();
+        h.driver
+            .mem
+            .write_obj(i as u16 + 1, GuestAddress(at + 14))
+            .unwrap();
+    }
+    h.driver.write_desc(0, 0x40000, 48, F_INDIRECT, 0);
+    h.driver.publish(0);
+    h.worker.process(0);
+    assert_eq!(h.driver.used_idx(), 1);
+    assert_eq!(h.driver.used(0), (0, 1));
+    assert_eq!(h.driver.byte(0x9000), S_OK);
+    assert_eq!(&h.disk.lock().unwrap().data[2048..3072], &[0x3c; 1024][..]);
+}
+
+#[test]
 fn a_broken_available_index_needs_a_reset_and_stops_the_queue() {
     let mut h = harness(8192, false);
     h.driver
