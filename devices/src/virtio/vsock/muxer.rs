@@ -65,6 +65,8 @@ struct Live {
     conn: Connection,
     /// Already in the ready queue.
     queued: bool,
+    /// The host port came from [`Muxer::allocate_port`] and goes back on removal.
+    allocated_port: bool,
 }
 
 enum Slot {
@@ -274,7 +276,7 @@ impl Muxer {
         let local = self.allocate_port();
         let early = hs.line[nl + 1..].to_vec();
         let conn = Connection::host_initiated(local, port, early, Instant::now() + CONNECT_TIMEOUT);
-        self.insert(hs.stream, conn);
+        self.insert(hs.stream, conn, true);
     }
 
     fn allocate_port(&mut self) -> u32 {
@@ -288,7 +290,7 @@ impl Muxer {
         }
     }
 
-    fn insert(&mut self, stream: UnixStream, conn: Connection) {
+    fn insert(&mut self, stream: UnixStream, conn: Connection, allocated_port: bool) {
         let key = (conn.local_port, conn.peer_port);
         self.slots.insert(stream.as_raw_fd(), Slot::Conn(key));
         self.conns.insert(
@@ -297,6 +299,7 @@ impl Muxer {
                 stream,
                 conn,
                 queued: false,
+                allocated_port,
             },
         );
         self.mark_ready(key);
@@ -330,7 +333,7 @@ impl Muxer {
             live.stream.as_raw_fd(),
             EpollEvent::default(),
         );
-        if key.0 >= FIRST_HOST_PORT {
+        if live.allocated_port {
             self.host_ports.remove(&key.0);
         }
         if rst {
@@ -399,7 +402,7 @@ impl Muxer {
             return self.push_control(rst_reply(hdr));
         }
         self.stats.established += 1;
-        self.insert(stream, Connection::guest_initiated(hdr));
+        self.insert(stream, Connection::guest_initiated(hdr), false);
     }
 
     /// Writes what the guest sent to the client; resets the connection if the client is gone.
