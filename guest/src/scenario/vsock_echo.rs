@@ -1,7 +1,9 @@
 //! `vsock-echo`: plays the pod agent on virtio-vsock. Listens on port [`ECHO_PORT`] and echoes
 //! every connection (any number at once), connects out to host port [`HELLO_PORT`] and sends
 //! `probe-hello`, and ends when anything connects to port [`STOP_PORT`] (or after
-//! `probe.secs=N` seconds, default 300).
+//! `probe.secs=N` seconds, default 300). For throughput measurements, connections to
+//! [`SINK_PORT`] are read and discarded, and connections to [`SOURCE_PORT`] get
+//! `probe.vsock-source-mib` MiB (default 16) of zeros, then a shutdown.
 //!
 //! Parameters: `probe.vsock-listen-delay-ms=N` (0) keeps refusing connections for N ms after
 //! the device is up, so tests can dial before the agent listens.
@@ -30,6 +32,8 @@ use virtio_drivers::transport::DeviceType;
 pub const ECHO_PORT: u32 = 1024;
 pub const STOP_PORT: u32 = 1025;
 pub const HELLO_PORT: u32 = 2000;
+pub const SINK_PORT: u32 = 1030;
+pub const SOURCE_PORT: u32 = 1031;
 /// The probe's port for its own connection to the host.
 const HELLO_LOCAL_PORT: u32 = 4000;
 /// Receive buffer per connection (the credit the host gets).
@@ -44,11 +48,13 @@ const DEFAULT_SECS: u64 = 300;
 
 type Manager = VsockConnectionManager<ProbeHal, PciTransport, RX_BUFFER>;
 
-/// One echo connection and the bytes received but not yet sent back.
+/// One connection and the bytes received but not yet sent back (echo), or the bytes still to
+/// send (source).
 struct Echo {
     peer: VsockAddr,
     port: u32,
     pending: Vec<u8>,
+    to_send: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -135,6 +141,9 @@ fn serve(ctx: &Context) -> &'static str {
     ) else {
         return "error";
     };
+    let Some(source_mib) = param(ctx, "probe.vsock-source-mib", 16) else {
+        return "error";
+    };
     let clock = match Clock::start() {
         Ok(c) => c,
         Err(e) => {
@@ -157,8 +166,7 @@ fn serve(ctx: &Context) -> &'static str {
     let start = clock.now_ns();
     let mut listening = delay_ms == 0;
     if listening {
-        vsock.listen(ECHO_PORT);
-        vsock.listen(STOP_PORT);
+        listen_all(&mut vsock);
         out().s("probe: vsock-echo listening").nl();
     }
     let mut conns: Vec<Echo> = Vec::new();
@@ -171,8 +179,7 @@ fn serve(ctx: &Context) -> &'static str {
             break "timeout";
         }
         if !listening && elapsed >= delay_ms * 1_000_000 {
-            vsock.listen(ECHO_PORT);
-            vsock.listen(STOP_PORT);
+            listen_all(&mut vsock);
             listening = true;
             out().s("probe: vsock-echo listening").nl();
         }
@@ -204,10 +211,12 @@ fn serve(ctx: &Context) -> &'static str {
                     if conns.len() >= MAX_CONNS {
                         let _ = vsock.force_close(ev.source, ev.destination.port);
                     } else {
+                        let source = ev.destination.port == SOURCE_PORT;
                         conns.push(Echo {
                             peer: ev.source,
                             port: ev.destination.port,
                             pending: Vec::new(),
+                            to_send: if source { source_mib << 20 } else { 0 },
                         });
                     }
                 }
@@ -230,8 +239,25 @@ fn serve(ctx: &Context) -> &'static str {
     end
 }
 
-/// Moves received bytes of one connection back to its peer; false once it is gone.
+fn listen_all(vsock: &mut Manager) {
+    for port in [ECHO_PORT, STOP_PORT, SINK_PORT, SOURCE_PORT] {
+        vsock.listen(port);
+    }
+}
+
+/// Moves received bytes of one connection back to its peer (or drops them, or sends the
+/// source's bytes); false once it is gone.
 fn pump(vsock: &mut Manager, c: &mut Echo, buf: &mut [u8; CHUNK], echoed: &mut u64) -> bool {
+    if c.port == SOURCE_PORT {
+        return source(vsock, c);
+    }
+    if c.port == SINK_PORT {
+        return match vsock.recv(c.peer, c.port, buf) {
+            Ok(0) => true,
+            Ok(_) => vsock.update_credit(c.peer, c.port).is_ok(),
+            Err(_) => false,
+        };
+    }
     if c.pending.is_empty() {
         match vsock.recv(c.peer, c.port, buf) {
             Ok(0) => return true,
@@ -252,6 +278,29 @@ fn pump(vsock: &mut Manager, c: &mut Echo, buf: &mut [u8; CHUNK], echoed: &mut u
             let _ = vsock.update_credit(c.peer, c.port);
             true
         }
+        Err(_) => false,
+    }
+}
+
+/// Sends the next chunk of a source connection while the host has credit; shuts it down once
+/// everything went out.
+fn source(vsock: &mut Manager, c: &mut Echo) -> bool {
+    if c.to_send == 0 {
+        return true;
+    }
+    let n = (CHUNK as u64).min(c.to_send) as usize;
+    let zeros = [0u8; CHUNK];
+    match vsock.send(c.peer, c.port, &zeros[..n]) {
+        Ok(()) => {
+            c.to_send -= n as u64;
+            if c.to_send == 0 {
+                let _ = vsock.shutdown(c.peer, c.port);
+            }
+            true
+        }
+        Err(virtio_drivers::Error::SocketDeviceError(
+            SocketError::InsufficientBufferSpaceInPeer,
+        )) => true,
         Err(_) => false,
     }
 }
