@@ -28,6 +28,7 @@
 //! | `pci` | | `pci-devices`, `pci.BB:DD.F=vendor:device` | power-off (0) |
 //! | `serial-echo` | `probe.secs=N` (30) | `echo`, `echo-bytes` | power-off (0) |
 //! | `blk-write`, `blk-read` | `probe.blk-mib=N`, `probe.blk-seed=N` | `blk0-bdf`, `blk-*-sha256`, ... (see `guest/src/scenario/blk_*.rs`) | power-off (0) |
+//! | `vsock-echo` | `probe.secs=N` (300), `probe.vsock-listen-delay-ms=N`, `probe.vsock-source-mib=N` | `vsock-bdf`, `vsock-cid`, `vsock-accepted`, `vsock-echo-bytes`, `vsock-hello`, `vsock-end` (echo on port 1024, ends on a connection to 1025; see `guest/src/scenario/vsock_echo.rs`) | power-off (0) |
 //!
 //! An unknown scenario, and any exception or panic in the probe, gives a `PROBE-ERROR` line and
 //! a power-off, so a broken run fails fast instead of at the timeout.
