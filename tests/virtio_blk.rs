@@ -171,25 +171,36 @@ fn blk_read_hashes_the_host_pattern_and_a_read_only_disk_refuses_writes() {
     );
 }
 
-/// Mounts a 16 KiB tmpfs at `dir`; false (with the reason printed) if this host cannot.
-fn mount_small_tmpfs(dir: &Path) -> bool {
-    match Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16k", "podvisor-full"])
-        .arg(dir)
-        .output()
-    {
-        Ok(out) if out.status.success() => true,
-        Ok(out) => {
-            println!(
-                "SKIPPED: cannot mount a small tmpfs: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            false
+/// A 16 KiB tmpfs, unmounted when dropped (also when the test fails half-way).
+struct SmallTmpfs(PathBuf);
+
+impl SmallTmpfs {
+    /// Mounts it at `dir`; `None` (with the reason printed) if this host cannot.
+    fn mount(dir: &Path) -> Option<Self> {
+        match Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16k", "podvisor-full"])
+            .arg(dir)
+            .output()
+        {
+            Ok(out) if out.status.success() => Some(Self(dir.to_owned())),
+            Ok(out) => {
+                println!(
+                    "SKIPPED: cannot mount a small tmpfs: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                println!("SKIPPED: cannot run mount: {e}");
+                None
+            }
         }
-        Err(e) => {
-            println!("SKIPPED: cannot run mount: {e}");
-            false
-        }
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
     }
 }
 
@@ -201,9 +212,9 @@ fn a_full_host_filesystem_fails_the_write_and_the_vm_carries_on() {
     let scratch = Scratch::new("full");
     let mnt = scratch.0.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
-    if !mount_small_tmpfs(&mnt) {
+    let Some(tmpfs) = SmallTmpfs::mount(&mnt) else {
         return;
-    }
+    };
     // A sparse 16 MiB image on a 16 KiB filesystem: writes past its first pages get ENOSPC.
     let n = transfer_bytes();
     let disk = mnt.join("sparse.img");
@@ -214,7 +225,7 @@ fn a_full_host_filesystem_fails_the_write_and_the_vm_carries_on() {
         .param("probe.blk-kib", n / 1024)
         .arg("--disk")
         .arg(&disk_arg(&disk, "")));
-    let _ = Command::new("umount").arg(&mnt).status();
+    drop(tmpfs);
     assert_eq!(r.exit_code(), Some(EXIT_POWER_OFF), "{}", r.describe());
     assert_eq!(
         r.result("blk-write").as_deref(),
