@@ -339,3 +339,37 @@ fn worker_moves_packets_between_queues_and_sockets() {
     assert!(irq.0.load(Ordering::SeqCst) >= 2);
     assert_eq!(w.muxer().open_connections(), 1);
 }
+
+#[test]
+fn more_than_1023_connections_are_closed_without_text() {
+    use super::super::muxer::MAX_CONNECTIONS;
+    let mut s = setup();
+    // 1023 clients that never finish their line hold every slot.
+    let mut held = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        held.push(UnixStream::connect(&s.path).unwrap());
+        if held.len() % 64 == 0 {
+            s.muxer.handle_events(64);
+        }
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while s.muxer.open_connections() < MAX_CONNECTIONS {
+        assert!(
+            Instant::now() < end,
+            "only {} accepted",
+            s.muxer.open_connections()
+        );
+        s.muxer.handle_events(64);
+    }
+    let mut extra = UnixStream::connect(&s.path).unwrap();
+    extra.write_all(b"CONNECT 1024\n").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    s.muxer.handle_events(64);
+    assert_eq!(read_to_eof(&mut extra), b"");
+    assert_eq!(s.muxer.open_connections(), MAX_CONNECTIONS);
+    quiet(&mut s.muxer);
+    // Their deadline passes: every slot is free again.
+    s.muxer.sweep(Instant::now() + Duration::from_secs(3));
+    assert_eq!(s.muxer.open_connections(), 0);
+    assert_eq!(read_to_eof(&mut held[0]), b"");
+}
