@@ -433,12 +433,14 @@ impl Controller {
         log::info!("VM ended: {}", info.detail);
         let code = info.exit_status;
         let detail = format!("{}: {}", info.reason, info.detail);
+        // The event goes out before the state flips: `sandbox.wait` returns on the state, and a
+        // client reading `sandbox.events` right after it must already find `exited`.
+        self.count("vm_exits");
+        self.event("vm", "exited", Some(detail));
         self.shared.update(|s| {
             s.state = Some(VmState::Shutdown);
             s.exit = Some(info);
         });
-        self.count("vm_exits");
-        self.event("vm", "exited", Some(detail));
         code
     }
 
