@@ -1,8 +1,9 @@
-//! SIGINT and SIGTERM stop the VM the same way an API request does, so an interrupted run
-//! still stops every vCPU, prints its boot timeline and exits with a documented status.
+//! SIGINT and SIGTERM end the run the same way a request does: in `podvisor run` they stop the
+//! VM (every vCPU stops, the boot timeline is printed, the exit status is documented); in API
+//! mode they become a `vmm.shutdown`.
 //!
-//! The handler only writes to an eventfd (async-signal-safe); a small thread named
-//! `signals` waits on it and forwards the request to the control loop.
+//! The handler only writes to an eventfd (async-signal-safe); a small thread named `signals`
+//! waits on it and runs the caller's action outside signal context.
 
 use std::sync::OnceLock;
 
@@ -10,13 +11,15 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::vm::VmHandle;
 
-static STOP_FD: OnceLock<EventFd> = OnceLock::new();
+static TERMINATE_FD: OnceLock<EventFd> = OnceLock::new();
 
 /// Errors installing the termination handlers.
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
     #[error("cannot create the signal eventfd: {0}")]
     EventFd(std::io::Error),
+    #[error("termination signals are already routed elsewhere in this process")]
+    AlreadyRouted,
     #[error("cannot install the handler for signal {signal}: {source}")]
     Handler {
         signal: libc::c_int,
@@ -27,37 +30,39 @@ pub enum SignalError {
 }
 
 extern "C" fn on_terminate(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    if let Some(fd) = STOP_FD.get() {
+    if let Some(fd) = TERMINATE_FD.get() {
         // Nothing can be done about a failed write inside a signal handler.
         let _ = fd.write(1);
     }
 }
 
-/// Routes SIGINT and SIGTERM to `handle.stop()` for the rest of the process's life.
-pub fn stop_on_termination(handle: VmHandle) -> Result<(), SignalError> {
+/// Runs `action` on the `signals` thread each time SIGINT or SIGTERM arrives, for the rest of
+/// the process's life or until `action` returns false. `what` names the action in logs.
+/// One route per process: a second call answers [`SignalError::AlreadyRouted`].
+pub fn on_termination<F>(what: &'static str, mut action: F) -> Result<(), SignalError>
+where
+    F: FnMut() -> bool + Send + 'static,
+{
     let fd = EventFd::new(0).map_err(SignalError::EventFd)?;
     let reader = fd.try_clone().map_err(SignalError::EventFd)?;
-    if STOP_FD.set(fd).is_err() {
-        log::debug!("termination signals already routed; keeping the first route");
-        return Ok(());
-    }
+    TERMINATE_FD
+        .set(fd)
+        .map_err(|_| SignalError::AlreadyRouted)?;
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || {
-            loop {
-                match reader.read() {
-                    Ok(_) => {
-                        log::info!("termination signal received, stopping the VM");
-                        if !handle.stop() {
-                            break;
-                        }
-                    }
-                    // The handler is installed without SA_RESTART.
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        log::warn!("signal eventfd failed, signals no longer stop the VM: {e}");
+        .spawn(move || loop {
+            match reader.read() {
+                Ok(_) => {
+                    log::info!("termination signal received, {what}");
+                    if !action() {
                         break;
                     }
+                }
+                // The handler is installed without SA_RESTART.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::warn!("signal eventfd failed, signals no longer end the run: {e}");
+                    break;
                 }
             }
         })
@@ -67,4 +72,9 @@ pub fn stop_on_termination(handle: VmHandle) -> Result<(), SignalError> {
             .map_err(|source| SignalError::Handler { signal, source })?;
     }
     Ok(())
+}
+
+/// Routes SIGINT and SIGTERM to `handle.stop()`; the route ends once the VM is torn down.
+pub fn stop_on_termination(handle: VmHandle) -> Result<(), SignalError> {
+    on_termination("stopping the VM", move || handle.stop())
 }
