@@ -29,6 +29,16 @@ pub struct MeasureArgs {
     /// OVMF firmware image (OVMF_CODE / OVMF.amdsev.fd) to measure for an OVMF-based launch.
     #[arg(long, value_name = "FILE")]
     pub ovmf: Option<PathBuf>,
+    /// How IGVM pages without data are measured, as `podvisor run --empty-pages` issues them:
+    /// normal (a NORMAL page of zeros, as the IGVM format defines it) or zero (the firmware
+    /// ZERO type).
+    #[arg(
+        long,
+        value_name = "TYPE",
+        default_value = "normal",
+        conflicts_with = "ovmf"
+    )]
+    pub empty_pages: snp::plan::EmptyPages,
     /// Number of vCPUs; KVM measures one VMSA per vCPU.
     #[arg(long, default_value_t = 1)]
     pub vcpus: u32,
@@ -361,6 +371,7 @@ fn measure_igvm(path: &Path, args: &MeasureArgs) -> Result<String, MeasureError>
         .checked_mul(1 << 20)
         .ok_or_else(|| err(format!("--memory {} MiB is too large", args.memory)))?;
     let cfg = snp::plan::VmConfig {
+        empty_pages: args.empty_pages,
         ram: snp::plan::RamLayout::pc(ram_bytes).map_err(|e| err(e.to_string()))?,
         vcpus: args.vcpus,
         cmdline: None,

@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// HOST_DATA of a confidential guest (64 hex digits), copied into its attestation reports.
     #[arg(long, value_name = "HEX", requires = "igvm", value_parser = snp_launch::parse_host_data)]
     host_data: Option<snp::id_block::HostData>,
+    /// How IGVM pages without data are measured and issued: normal (a NORMAL page of zeros,
+    /// as the IGVM format defines it) or zero (the firmware ZERO type).
+    #[arg(long, value_name = "TYPE", default_value = "normal", requires = "igvm")]
+    empty_pages: snp::plan::EmptyPages,
     /// A virtio-blk disk: path=FILE[,readonly=on][,num_queues=N][,queue_size=N][,id=NAME].
     /// Repeatable; disks take PCI slots 1, 2, … in the order given.
     #[arg(long = "disk", value_name = "DISK", value_parser = config::disk::parse_disk)]
@@ -86,6 +90,7 @@ pub fn main(args: RunArgs) -> ExitCode {
             host_data: args.host_data.unwrap_or_default(),
             vcpus: args.cpus,
             memory: args.memory,
+            empty_pages: args.empty_pages,
         });
     }
     let config = args.into_config();

@@ -168,9 +168,13 @@ fn hostile_images_give_clear_errors() {
 /// The sample with its ID block signed for `vcpus` vCPUs (the ID block is not measured, so the
 /// digest of the edited image is the one the block now carries).
 fn signed_sample(vcpus: u32) -> Sample {
+    sample_signed_for(&reference_hex(&fx::every_directive(), vcpus))
+}
+
+/// The sample with its ID block carrying the digest `ld_hex`.
+fn sample_signed_for(ld_hex: &str) -> Sample {
     let mut sample = fx::every_directive();
-    let digest = reference_hex(&sample, vcpus);
-    let ld: Vec<u8> = snp::hex::decode(&digest).unwrap();
+    let ld: Vec<u8> = snp::hex::decode(ld_hex).unwrap();
     for d in &mut sample.directives {
         if let igvm::IgvmDirectiveHeader::SnpIdBlock { ld: block_ld, .. } = d {
             block_ld.copy_from_slice(&ld);
@@ -271,4 +275,58 @@ fn run_refuses_kernel_or_cmdline_beside_an_igvm() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("64 hex digits"));
+}
+
+#[test]
+fn empty_pages_as_zero_are_measured_as_run_issues_them() {
+    let unsigned = write_image(
+        "every-unsigned.igvm",
+        &fx::every_directive().bytes().unwrap(),
+    );
+    let out = measure(&unsigned, &["--vcpus", "2", "--empty-pages", "zero"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let zero_hex = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let normal_hex = String::from_utf8(measure(&unsigned, &["--vcpus", "2"]).stdout).unwrap();
+    assert_eq!(normal_hex.trim(), reference_hex(&fx::every_directive(), 2));
+    assert_ne!(zero_hex, normal_hex.trim(), "the sample has an empty page");
+
+    // An image whose ID block expects the ZERO-page digest launches with --empty-pages zero...
+    let path = write_image(
+        "every-zero.igvm",
+        &sample_signed_for(&zero_hex).bytes().unwrap(),
+    );
+    let path = path.to_str().unwrap();
+    let launch = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--platform",
+            "sev_snp=model",
+            "--igvm",
+            path,
+            "--cpus",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        podvisor(&args)
+    };
+    let out = launch(&["--empty-pages", "zero"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("sev-snp launch digest: {zero_hex}")
+    );
+    // ...and is refused by the platform when its empty pages go in as NORMAL pages.
+    let out = launch(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BAD_MEASUREMENT"));
+    let out = measure(&unsigned, &["--empty-pages", "sometimes"]);
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -11,7 +11,7 @@ use snp::id_block::HostData;
 use snp::igvm_plan::plan_from_igvm;
 use snp::launch::model::{ModelConfig, ModelPlatform};
 use snp::launch::{launch, LaunchError};
-use snp::plan::{RamLayout, VmConfig};
+use snp::plan::{EmptyPages, RamLayout, VmConfig};
 
 /// Recompute the CRC32 of a v1 fixed header (24 bytes) plus the variable headers.
 fn resealed(data: &[u8]) -> Option<Vec<u8>> {
@@ -44,7 +44,14 @@ fn check(data: &[u8]) {
     let Ok(ram) = RamLayout::pc(64 << 20) else {
         return;
     };
+    // Both empty-page conventions get exercised, chosen by the input's length.
+    let empty_pages = if data.len() % 2 == 0 {
+        EmptyPages::Zero
+    } else {
+        EmptyPages::Normal
+    };
     let cfg = VmConfig {
+        empty_pages,
         ram,
         vcpus: 2,
         cmdline: Some("console=ttyS0".into()),

@@ -96,6 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| --- | ---: | ---: |");
     for ram_mib in [512u64, 2048, 8192] {
         let cfg = VmConfig {
+            empty_pages: Default::default(),
             ram: RamLayout::pc(ram_mib << 20)?,
             vcpus: 1,
             cmdline: Some("console=ttyS0".into()),

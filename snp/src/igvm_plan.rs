@@ -27,7 +27,8 @@
 use crate::id_block::{self, IdBlockError};
 use crate::page_info::{PageType, PAGE_SIZE, VMSA_GPA};
 use crate::plan::{
-    LaunchPage, LaunchPlan, PlanError, RamRegion, SharedPage, VmConfig, MAX_VCPUS, PAGE_SIZE_U64,
+    EmptyPages, LaunchPage, LaunchPlan, PlanError, RamRegion, SharedPage, VmConfig, MAX_VCPUS,
+    PAGE_SIZE_U64,
 };
 use crate::policy::{GuestPolicy, PolicyError};
 use crate::vp_context::{VcpuState, VpContextError};
@@ -239,6 +240,11 @@ impl Builder<'_> {
             IgvmPageDataType::SECRETS => PageType::Secrets,
             IgvmPageDataType::CPUID_DATA | IgvmPageDataType::CPUID_XF => PageType::Cpuid,
             IgvmPageDataType::NORMAL if flags.unmeasured() => PageType::Unmeasured,
+            IgvmPageDataType::NORMAL
+                if data.is_empty() && self.cfg.empty_pages == EmptyPages::Zero =>
+            {
+                PageType::Zero
+            }
             IgvmPageDataType::NORMAL => PageType::Normal,
             other => {
                 return Err(IgvmPlanError::UnknownDataType {

@@ -21,6 +21,8 @@
 //! buffer), never the firmware ZERO type. This matches the `igvm` crate's own SNP measurement;
 //! it differs from loaders that issue ZERO pages (Cloud Hypervisor on KVM, `igvmmeasure
 //! --native-zero`), whose digests therefore differ for files with empty pages.
+//! [`EmptyPages::Zero`] selects that other convention for the whole pipeline: the plan then
+//! types those pages ZERO, so the expected digest and every launcher (KVM, model) agree on it.
 
 use crate::id_block::{HostData, IdAuth, IdBlock};
 use crate::page_info::{LaunchDigest, PageInfoError, PageType, PAGE_SIZE, VMSA_GPA};
@@ -207,6 +209,8 @@ pub struct SharedPage {
 /// Inputs that come from the VM configuration rather than from the IGVM file.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
+    /// How IGVM pages without data are measured and issued.
+    pub empty_pages: EmptyPages,
     /// Guest RAM.
     pub ram: RamLayout,
     /// Number of vCPUs (1..=[`MAX_VCPUS`]).
@@ -215,6 +219,31 @@ pub struct VmConfig {
     pub cmdline: Option<String>,
     /// HOST_DATA for SNP_LAUNCH_FINISH.
     pub host_data: HostData,
+}
+
+/// How an IGVM `PageData` without data is measured and issued (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmptyPages {
+    /// A NORMAL page of zeros: the IGVM format's definition and the `igvm` crate's measurement.
+    #[default]
+    Normal,
+    /// The firmware ZERO page type, as loaders with `igvmmeasure --native-zero` semantics
+    /// issue it.
+    Zero,
+}
+
+impl std::str::FromStr for EmptyPages {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "normal" => Ok(Self::Normal),
+            "zero" => Ok(Self::Zero),
+            other => Err(format!(
+                "unknown empty-page type {other:?}; expected normal or zero"
+            )),
+        }
+    }
 }
 
 /// Everything needed to launch one SNP guest.

@@ -59,6 +59,8 @@ pub struct SnpConfig {
     pub vcpus: u32,
     /// Guest RAM in bytes.
     pub memory: u64,
+    /// How IGVM pages without data are measured and issued.
+    pub empty_pages: snp::plan::EmptyPages,
 }
 
 /// Errors of a confidential launch.
@@ -117,6 +119,7 @@ pub fn run(cfg: &SnpConfig) -> Result<LaunchReport, SnpLaunchError> {
     }
     let bytes = read_igvm_file(&cfg.igvm)?;
     let plan_cfg = PlanConfig {
+        empty_pages: cfg.empty_pages,
         ram: RamLayout::pc(cfg.memory)?,
         vcpus: cfg.vcpus,
         cmdline: None,

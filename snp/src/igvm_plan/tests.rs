@@ -1,11 +1,12 @@
 use super::*;
 use crate::id_block::HostData;
 use crate::igvm_fixtures::{self as fx, Sample};
-use crate::plan::RamLayout;
+use crate::plan::{EmptyPages, RamLayout};
 use igvm_defs::{IgvmPageDataFlags, IgvmPageDataType, IGVM_VHS_PARAMETER_INSERT};
 
 fn cfg(vcpus: u32) -> VmConfig {
     VmConfig {
+        empty_pages: EmptyPages::Normal,
         ram: RamLayout::pc(512 << 20).unwrap(),
         vcpus,
         cmdline: Some("console=ttyS0".into()),

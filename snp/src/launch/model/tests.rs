@@ -1,7 +1,8 @@
 use super::*;
 use crate::id_block::HostData;
-use crate::launch::recording::tests::sample_plan;
+use crate::launch::recording::tests::{sample_plan, sample_plan_with};
 use crate::launch::{launch, FinishParams};
+use crate::plan::EmptyPages;
 use crate::plan::LaunchRange;
 
 fn model() -> ModelPlatform {
@@ -37,6 +38,31 @@ fn status(e: LaunchError) -> u32 {
         LaunchError::Firmware { status, .. } => status,
         other => panic!("expected a firmware error, got {other}"),
     }
+}
+
+#[test]
+fn empty_pages_issued_as_zero_pages_measure_as_the_plan_says() {
+    let normal = sample_plan_with(1, EmptyPages::Normal);
+    let zero = sample_plan_with(1, EmptyPages::Zero);
+    // Same pages in the same order; only the empty NORMAL ones change type.
+    assert_eq!(normal.pages.len(), zero.pages.len());
+    let mut changed = 0;
+    for (n, z) in normal.pages.iter().zip(&zero.pages) {
+        assert_eq!(n.gpa, z.gpa);
+        if n.page_type == PageType::Normal && n.data.is_empty() {
+            assert_eq!(z.page_type, PageType::Zero, "page {:#x}", n.gpa);
+            changed += 1;
+        } else {
+            assert_eq!(n.page_type, z.page_type, "page {:#x}", n.gpa);
+        }
+    }
+    assert!(changed > 0, "the sample has an empty page");
+    let zero_digest = zero.expected_digest().unwrap();
+    assert_ne!(zero_digest, normal.expected_digest().unwrap());
+    // The platform, fed what the launcher issues, arrives at the same digest.
+    let mut m = model();
+    let report = launch(&zero, &mut m).unwrap();
+    assert_eq!(report.platform.as_ref(), Some(&zero_digest));
 }
 
 #[test]

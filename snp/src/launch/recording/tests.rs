@@ -5,7 +5,7 @@ use crate::igvm_plan::plan_from_igvm;
 use crate::launch::kvm::KvmBackend;
 use crate::launch::{fw_status, launch, LaunchError};
 use crate::page_info::{LaunchDigest, PageType, VMSA_GPA};
-use crate::plan::{LaunchPlan, RamLayout, VmConfig};
+use crate::plan::{EmptyPages, LaunchPlan, RamLayout, VmConfig};
 use std::mem::{offset_of, size_of};
 
 #[test]
@@ -90,7 +90,13 @@ fn encodings_match_kvm_bindings_layouts() {
 
 /// The sample plan with its ID block signed for the right digest.
 pub(crate) fn sample_plan(vcpus: u32) -> LaunchPlan {
+    sample_plan_with(vcpus, EmptyPages::Normal)
+}
+
+/// [`sample_plan`] with empty IGVM pages issued as `empty_pages` says.
+pub(crate) fn sample_plan_with(vcpus: u32, empty_pages: EmptyPages) -> LaunchPlan {
     let cfg = VmConfig {
+        empty_pages,
         ram: RamLayout::pc(512 << 20).unwrap(),
         vcpus,
         cmdline: Some("console=ttyS0".into()),
