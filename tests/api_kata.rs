@@ -209,6 +209,32 @@ fn shutdown_and_boot_again_then_delete() {
 }
 
 #[test]
+fn pause_and_resume_follow_the_state_machine() {
+    if !require_kvm() {
+        return;
+    }
+    let mut vmm = Podvisor::spawn("pause", &[]);
+    let config = probe_config("idle", "probe.secs=120", &vmm.file("console"));
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.create", &config).status, 204);
+    // Nothing runs yet: neither request applies.
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.pause", "").status, 500);
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.boot", "").status, 204);
+    let a = vmm.call("PUT", "/api/v1/vm.resume", "");
+    assert_eq!(a.status, 500, "resume while running: {a:?}");
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.pause", "").status, 204);
+    assert_eq!(vmm.state(), "Paused");
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.pause", "").status, 500);
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.resume", "").status, 204);
+    assert_eq!(vmm.state(), "Running");
+    // A paused VM still stops: parked vCPUs are released by the stop.
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.pause", "").status, 204);
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.shutdown", "").status, 204);
+    assert_eq!(vmm.state(), "Shutdown");
+    assert_eq!(vmm.call("PUT", "/api/v1/vmm.shutdown", "").status, 204);
+    assert!(vmm.wait_exit(EXIT_AFTER_SHUTDOWN).is_some());
+}
+
+#[test]
 fn sigterm_stops_the_vm_and_exits_cleanly() {
     if !require_kvm() {
         return;

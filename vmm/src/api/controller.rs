@@ -10,8 +10,8 @@
 //!
 //! `Vm::build` runs here, on the `vmm` thread, so a slow boot delays only later commands, never
 //! reads (they come from the snapshot). `Vm::run` runs on its own thread `vm` and reports back
-//! through the same channel as the API, so the loop never blocks on the guest. Pausing is not
-//! offered: the vCPU loop has no parking point yet, so `vm.pause` answers that plainly.
+//! through the same channel as the API, so the loop never blocks on the guest. `vm.pause` parks
+//! every vCPU outside `KVM_RUN` (`Running` ⇄ `Paused`); stopping a paused VM releases them.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{Receiver, Sender};
@@ -150,10 +150,8 @@ impl Controller {
                 self.delete();
                 Ok(Response::Empty)
             }
-            Request::VmPause | Request::VmResume => Err(ApiError::new(
-                ErrorCode::Unsupported,
-                format!("{name}: pausing vCPUs is not supported by this VMM yet"),
-            )),
+            Request::VmPause => self.pause().map(|()| Response::Empty),
+            Request::VmResume => self.resume().map(|()| Response::Empty),
             Request::VmPowerButton => Err(ApiError::new(
                 ErrorCode::Unsupported,
                 "vm.power-button: the platform has no ACPI power button device",
@@ -315,6 +313,40 @@ impl Controller {
         }
         self.stop_and_wait();
         Ok(())
+    }
+
+    /// `Running` → `Paused`: returns once every vCPU is parked outside `KVM_RUN`.
+    fn pause(&mut self) -> Result<(), ApiError> {
+        let handle = self.live_handle("vm.pause", VmState::Running)?;
+        handle
+            .pause()
+            .map_err(|e| ApiError::with_source(ErrorCode::Internal, "vm.pause", &e))?;
+        self.shared.update(|s| s.state = Some(VmState::Paused));
+        self.event("vm", "paused", None);
+        Ok(())
+    }
+
+    /// `Paused` → `Running`.
+    fn resume(&mut self) -> Result<(), ApiError> {
+        let handle = self.live_handle("vm.resume", VmState::Paused)?;
+        handle
+            .resume()
+            .map_err(|e| ApiError::with_source(ErrorCode::Internal, "vm.resume", &e))?;
+        self.shared.update(|s| s.state = Some(VmState::Running));
+        self.event("vm", "resumed", None);
+        Ok(())
+    }
+
+    /// The running VM's handle, if the VM is in state `want`.
+    fn live_handle(&self, name: &str, want: VmState) -> Result<VmHandle, ApiError> {
+        let state = self.shared.snapshot().state;
+        match &self.running {
+            Some(running) if state == Some(want) => Ok(running.handle.clone()),
+            _ => Err(ApiError::new(
+                ErrorCode::InvalidState,
+                format!("{name}: the VM is {state:?}, not {want:?}"),
+            )),
+        }
     }
 
     fn reboot(&mut self) -> Result<(), ApiError> {
