@@ -448,44 +448,12 @@ const _: () = assert!(size_of::<SevVmsa>() == PAGE_SIZE);
 mod tests {
     use super::*;
 
+    /// The fixtures' long-mode BSP state, entered at 1 MiB with boot data at 0x7000.
     fn long_mode_vmsa() -> SevVmsa {
-        let mut v = reset_template();
-        v.cs = SevSelector {
-            selector: 0x8,
-            attrib: 0xa9b,
-            limit: 0xffff_ffff,
-            base: 0,
-        };
-        let data = SevSelector {
-            selector: 0x10,
-            attrib: 0xc93,
-            limit: 0xffff_ffff,
-            base: 0,
-        };
-        v.ds = data;
-        v.es = data;
-        v.ss = data;
-        v.fs = data;
-        v.gs = data;
-        v.tr = SevSelector {
-            selector: 0,
-            attrib: 0x8b,
-            limit: 0xffff,
-            base: 0,
-        };
-        v.gdtr = SevSelector {
-            selector: 0,
-            attrib: 0,
-            limit: 0x27,
-            base: 0x1000,
-        };
-        v.cr0 = 0x8000_0011;
+        let mut v = crate::igvm_fixtures::sample_vmsa();
         v.cr3 = 0x9000;
-        v.cr4 = 0x20 | CR4_MCE;
-        v.efer = 0x500 | EFER_SVME;
         v.rip = 0x10_0000;
         v.rsi = 0x7000;
-        v.rsp = 0x8ff0;
         v
     }
 
