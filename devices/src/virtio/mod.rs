@@ -106,3 +106,16 @@ pub trait VirtioDevice: Send {
     /// gone. A no-op on an inactive device.
     fn reset(&mut self);
 }
+
+/// Copies `data.len()` bytes of a device's config space from `offset`; bytes past its end
+/// (or an offset the guest made up) read as zero, as the transport promises the driver.
+pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = offset
+            .checked_add(i as u64)
+            .and_then(|o| usize::try_from(o).ok())
+            .and_then(|o| config.get(o))
+            .copied()
+            .unwrap_or(0);
+    }
+}
