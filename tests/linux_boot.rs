@@ -333,6 +333,14 @@ fn guest_kit_is_complete() -> TestResult {
         edges > 0,
         "no module declares a dependency: .modinfo not read?"
     );
+    // socat (AF_VSOCK for tests/linux_devices.rs) with the loader its libraries need.
+    for program in ["usr/bin/socat", "lib64/ld-linux-x86-64.so.2"] {
+        let file = entry(&entries, program)?;
+        assert!(
+            file.is_file() && archive[file.data.clone()].starts_with(b"\x7fELF"),
+            "/{program}: {file:?}"
+        );
+    }
     for wanted in KIT_MODULES {
         assert!(
             loaded.iter().any(|m| m == wanted),

@@ -6,15 +6,20 @@ kernel can give init a console before devtmpfs is mounted, the requested kernel 
 every module they depend on, and /lib/modules/VERSION/load-order listing them dependencies
 first. Dependencies come from each module's own `.modinfo` ELF section (`depends=`), since the
 kernel package ships no modules.dep (depmod runs at install time, which the kit never does).
+`--binary PATH` adds a dynamically linked host program at its own path together with every
+shared library `ldd` names for it (the kit uses Debian's socat, which speaks AF_VSOCK).
 The archive is deterministic: entries sorted, timestamps zero.
 
-Usage: mkinitramfs.py --modules-dir DIR --busybox FILE --init FILE --out FILE MODULE...
+Usage: mkinitramfs.py --modules-dir DIR --busybox FILE --init FILE [--binary PATH]... --out FILE
+       MODULE...
 """
 
 import argparse
 import os
+import re
 import stat
 import struct
+import subprocess
 import sys
 
 
@@ -85,6 +90,25 @@ def load_order(modules_dir: str, wanted: list) -> list:
     return order
 
 
+def with_libraries(binary: str) -> list:
+    """The binary and the absolute paths of the shared objects it loads (from `ldd`)."""
+    if not os.path.isabs(binary):
+        raise KitError(f"{binary}: give the program's absolute path")
+    try:
+        out = subprocess.run(["ldd", binary], check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise KitError(f"ldd {binary}: {e}") from e
+    paths = [binary]
+    for line in out.splitlines():
+        # "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        m = re.search(r"(?:=>\s*)?(/\S+)\s+\(0x[0-9a-f]+\)", line)
+        if m:
+            paths.append(m.group(1))
+        elif "not found" in line:
+            raise KitError(f"{binary}: {line.strip()}")
+    return paths
+
+
 class Cpio:
     """Writer of the SVR4 "newc" format (magic 070701), as the kernel's initramfs unpacker reads it."""
 
@@ -117,8 +141,10 @@ def build(args: argparse.Namespace) -> tuple:
 
     dirs = {"bin", "sbin", "dev", "proc", "sys", "tmp", "run", "mnt", "etc", "usr", "usr/bin",
             "usr/sbin", "lib", "lib/modules", f"lib/modules/{version}"}
-    for rel in order:
-        parts = os.path.dirname(f"lib/modules/{version}/{rel}").split("/")
+    extra = sorted({p for b in args.binary for p in with_libraries(b)})
+    files = [f"lib/modules/{version}/{rel}" for rel in order] + [p.lstrip("/") for p in extra]
+    for rel in files:
+        parts = os.path.dirname(rel).split("/")
         for i in range(1, len(parts) + 1):
             dirs.add("/".join(parts[:i]))
 
@@ -134,6 +160,9 @@ def build(args: argparse.Namespace) -> tuple:
     for rel in sorted(order):
         with open(os.path.join(args.modules_dir, rel), "rb") as f:
             cpio.entry(f"lib/modules/{version}/{rel}", stat.S_IFREG | 0o644, f.read())
+    for path in extra:
+        with open(path, "rb") as f:
+            cpio.entry(path.lstrip("/"), stat.S_IFREG | 0o755, f.read())
     return cpio.finish(), order
 
 
@@ -142,6 +171,8 @@ def main() -> int:
     p.add_argument("--modules-dir", required=True, help="lib/modules/VERSION of the kernel package")
     p.add_argument("--busybox", required=True)
     p.add_argument("--init", required=True)
+    p.add_argument("--binary", action="append", default=[],
+                   help="absolute path of a host program to carry with its shared libraries")
     p.add_argument("--out", required=True)
     p.add_argument("module", nargs="+", help="module names to include with their dependencies")
     args = p.parse_args()
