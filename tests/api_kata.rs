@@ -184,6 +184,48 @@ fn guest_power_off_ends_the_process() {
 }
 
 #[test]
+fn guest_reset_boots_the_vm_again_in_place() {
+    if !require_kvm() {
+        return;
+    }
+    let mut vmm = Podvisor::spawn("guest-reset", &[]);
+    // Every boot of this scenario resets the machine again, so the VM keeps coming back.
+    let config = probe_config("reboot", "probe.reset=acpi", &vmm.file("console"));
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.create", &config).status, 204);
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.boot", "").status, 204);
+    let deadline = Instant::now() + PATIENCE * 3;
+    let reboots = loop {
+        let counters = vmm.call("GET", "/api/v1/vm.counters", "").json();
+        let reboots = counters["vmm"]["guest_reboots"].as_u64().unwrap_or(0);
+        if reboots >= 2 || Instant::now() > deadline {
+            break reboots;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        reboots >= 2,
+        "guest resets seen: {reboots}\n{}",
+        vmm.stderr()
+    );
+    assert!(
+        vmm.wait_exit(Duration::from_millis(10)).is_none(),
+        "the process ended on a guest reset"
+    );
+    let events = vmm
+        .call("GET", "/api/v1/sandbox.events?since=0&max=64", "")
+        .json();
+    assert!(
+        events.to_string().contains("rebooting"),
+        "no rebooting event: {events}"
+    );
+    assert_eq!(vmm.call("PUT", "/api/v1/vmm.shutdown", "").status, 204);
+    assert_eq!(
+        vmm.wait_exit(EXIT_AFTER_SHUTDOWN).and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
+#[test]
 fn shutdown_and_boot_again_then_delete() {
     if !require_kvm() {
         return;

@@ -41,12 +41,17 @@ pub enum ControllerError {
 pub struct Policy {
     /// End the loop (and the process) when the guest ends the VM by itself.
     pub exit_on_vm_end: bool,
+    /// A guest-requested reset boots the same configuration again instead of ending the VM,
+    /// as Cloud Hypervisor does; a sandbox instead ends with the reason `reboot`, which its
+    /// owner sees in `sandbox.wait`.
+    pub reboot_in_place: bool,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Self {
             exit_on_vm_end: true,
+            reboot_in_place: true,
         }
     }
 }
@@ -442,6 +447,9 @@ impl Controller {
         if self.running.as_ref().map(|r| r.generation) != Some(generation) {
             return Next::Continue;
         }
+        if self.policy.reboot_in_place && matches!(result, Ok(ExitReason::Reboot)) {
+            return self.reboot_after_guest_reset();
+        }
         let host_stop = matches!(result, Ok(ExitReason::HostStop));
         let code = self.record_end(result);
         if self.policy.exit_on_vm_end && !host_stop {
@@ -449,6 +457,35 @@ impl Controller {
             return Next::Exit(code);
         }
         Next::Continue
+    }
+
+    /// The guest reset itself: build and boot the same configuration again. A VM that cannot
+    /// be rebuilt ends as a boot error (and the process with it when the policy says so).
+    fn reboot_after_guest_reset(&mut self) -> Next {
+        if let Some(running) = self.running.take() {
+            if running.thread.join().is_err() {
+                log::error!("the vm thread panicked");
+            }
+        }
+        log::info!("the guest requested a reboot; booting the VM again");
+        self.count("guest_reboots");
+        self.event(
+            "vm",
+            "rebooting",
+            Some("guest requested a reboot".to_owned()),
+        );
+        match self.boot() {
+            Ok(_) => Next::Continue,
+            Err(e) => {
+                log::error!("reboot failed: {}", e.message);
+                self.shared.update(|s| s.state = Some(VmState::Shutdown));
+                if self.policy.exit_on_vm_end {
+                    Next::Exit(crate::exit::EXIT_INTERNAL_ERROR)
+                } else {
+                    Next::Continue
+                }
+            }
+        }
     }
 
     /// Joins the `vm` thread and publishes the ending; returns its exit status.
@@ -487,6 +524,7 @@ impl Controller {
         }
         self.create(spec.vm)?;
         self.policy.exit_on_vm_end = spec.lifecycle.exit_on_vm_end;
+        self.policy.reboot_in_place = false;
         let record = Arc::new(SandboxRecord {
             id: spec.sandbox_id,
             annotations: spec.annotations,
