@@ -64,6 +64,56 @@ fn kata_sequence_with_the_probe_guest() {
 }
 
 #[test]
+fn kata_sequence_with_the_linux_kit() {
+    let Some((kit, mode)) = podvisor_tests::linux::prepare().unwrap() else {
+        return;
+    };
+    if mode == podvisor_tests::linux::HostMode::EarlyBootOnly {
+        println!("linux kata: not run: Linux cannot reach init on PVM (the probe guest covers it)");
+        return;
+    }
+    let mut vmm = Podvisor::spawn("kata-linux", &["-v"]);
+    let console = vmm.file("console");
+    let config = serde_json::json!({
+        "payload": {
+            "kernel": kit.vmlinux,
+            "initramfs": kit.initramfs,
+            "cmdline": "console=ttyS0 loglevel=4 podvisor.init=idle podvisor.secs=600",
+        },
+        "cpus": {"boot_vcpus": 2, "max_vcpus": 2},
+        "memory": {"size": 512u64 << 20},
+        "serial": {"mode": "File", "file": console},
+        "console": {"mode": "Off"},
+    })
+    .to_string();
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.create", &config).status, 204);
+    assert_eq!(vmm.state(), "Created");
+    let a = vmm.call("PUT", "/api/v1/vm.boot", "");
+    assert_eq!(a.status, 204, "{a:?}\n{}", vmm.stderr());
+    assert_eq!(vmm.state(), "Running");
+    let deadline = Instant::now() + PATIENCE * 5;
+    let log = loop {
+        let log = std::fs::read_to_string(&console).unwrap_or_default();
+        if log.contains("PODVISOR-INIT: ready") || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        log.contains("PODVISOR-INIT: ready"),
+        "Linux did not reach init:\n{}",
+        podvisor_tests::linux::tail(&log, 40)
+    );
+    assert_eq!(vmm.call("PUT", "/api/v1/vmm.shutdown", "").status, 204);
+    assert_eq!(
+        vmm.wait_exit(EXIT_AFTER_SHUTDOWN).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        vmm.stderr()
+    );
+}
+
+#[test]
 fn curl_drives_the_api() {
     if !require_kvm() {
         return;
