@@ -391,14 +391,14 @@ impl Muxer {
             self.stats.refused += 1;
             return self.push_control(rst_reply(hdr));
         }
-        let stream = match UnixStream::connect(&target) {
+        let stream = match connect_without_waiting(&target) {
             Ok(s) => s,
             Err(e) => {
                 log::debug!("vsock: guest port {} → {target}: {e}", hdr.src_port);
                 return self.push_control(rst_reply(hdr));
             }
         };
-        if stream.set_nonblocking(true).is_err() || self.register(stream.as_raw_fd()).is_err() {
+        if self.register(stream.as_raw_fd()).is_err() {
             return self.push_control(rst_reply(hdr));
         }
         self.stats.established += 1;
@@ -538,4 +538,15 @@ impl Muxer {
         }
         next
     }
+}
+
+/// Connects to a host listener without ever blocking the worker: a listener whose backlog is
+/// full (a host process that stopped accepting) answers `EAGAIN` at once, which the guest
+/// sees as RST, instead of stalling every connection of the device behind it.
+fn connect_without_waiting(path: &str) -> io::Result<UnixStream> {
+    // socket2 opens it close-on-exec.
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.connect(&socket2::SockAddr::unix(path)?)?;
+    Ok(UnixStream::from(std::os::fd::OwnedFd::from(socket)))
 }

@@ -201,6 +201,52 @@ fn guest_initiated_connects_to_the_port_socket() {
 }
 
 #[test]
+fn a_host_listener_that_stopped_accepting_gets_rst_without_stalling() {
+    let mut s = setup();
+    let port_path = format!("{}_2000", s.path.display());
+    // Backlog 0: the kernel queues one connection and refuses the next ones.
+    let host = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    host.bind(&socket2::SockAddr::unix(&port_path).unwrap())
+        .unwrap();
+    host.listen(0).unwrap();
+    let started = Instant::now();
+    let mut rsts = 0;
+    for port in 100..110 {
+        s.muxer
+            .on_guest_packet(&from_guest(hdr(Op::Request, port, 2000), &[]));
+        let (reply, _) = next(&mut s.muxer).unwrap();
+        if reply.op() == Some(Op::Rst) {
+            rsts += 1;
+        }
+    }
+    assert!(rsts >= 8, "only {rsts} of 10 connections were refused");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the muxer waited on a full backlog"
+    );
+    // Once the host accepts again, a new connection goes through.
+    drop(host);
+    let host = UnixListener::bind(&port_path)
+        .or_else(|_| {
+            std::fs::remove_file(&port_path).unwrap();
+            UnixListener::bind(&port_path)
+        })
+        .unwrap();
+    s.muxer
+        .on_guest_packet(&from_guest(hdr(Op::Request, 200, 2000), &[]));
+    let (_peer, _) = host.accept().unwrap();
+    // The connections the old listener had queued are reset first.
+    let resp = loop {
+        let (h, _) = next(&mut s.muxer).unwrap();
+        if h.dst_port == 200 {
+            break h;
+        }
+        assert_eq!(h.op(), Some(Op::Rst), "{h:?}");
+    };
+    assert_eq!(resp.op(), Some(Op::Response));
+}
+
+#[test]
 fn hostile_packets_get_rst_or_nothing() {
     let mut s = setup();
     // Unknown connection: RST. Orphan RST: absorbed.
