@@ -40,6 +40,8 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 #[cfg(test)]
+mod fuse_tests;
+#[cfg(test)]
 mod parse_tests;
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@
 
 pub mod acpi;
 pub mod cmdline;
+pub mod fuse;
 pub mod phys;
 pub mod report;
 pub mod start_info;
