@@ -50,6 +50,7 @@
 mod ap;
 mod clock;
 mod dma;
+mod fuse_client;
 mod heap;
 mod identity;
 mod idt;
@@ -61,6 +62,7 @@ mod power;
 mod scenario;
 mod serial;
 mod start;
+mod virtio_fs;
 
 use probe_parse::{acpi, cmdline, phys, start_info};
 

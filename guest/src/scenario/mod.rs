@@ -7,6 +7,7 @@ mod blk_common;
 mod blk_read;
 mod blk_write;
 mod boot;
+mod fs_rw;
 mod idle;
 mod memory;
 mod page_fault;
@@ -99,6 +100,10 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "vsock-echo",
         run: vsock_echo::run,
+    },
+    Scenario {
+        name: "fs-rw",
+        run: fs_rw::run,
     },
 ];
 
