@@ -208,9 +208,20 @@ impl Session {
         &mut self,
         name: &[u8],
         clock: &Clock,
+        sink: impl FnMut(&[u8]),
+    ) -> Result<u64, ClientError> {
+        self.read_file_at(ROOT_ID, name, clock, sink)
+    }
+
+    /// As [`Self::read_file`], for `name` in directory `parent`.
+    pub fn read_file_at(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        clock: &Clock,
         mut sink: impl FnMut(&[u8]),
     ) -> Result<u64, ClientError> {
-        let entry = self.lookup(ROOT_ID, name, clock)?;
+        let entry = self.lookup(parent, name, clock)?;
         let fh = self.open(entry.nodeid, fuse::O_RDONLY, clock)?;
         let mut offset = 0u64;
         let result = loop {

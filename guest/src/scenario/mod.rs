@@ -2,6 +2,7 @@
 //! its `PROBE-RESULT` lines and says how the run should end; adding one means a module and a
 //! line in [`REGISTRY`].
 
+mod agent;
 mod blk_bench;
 mod blk_common;
 mod blk_read;
@@ -100,6 +101,10 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "vsock-echo",
         run: vsock_echo::run,
+    },
+    Scenario {
+        name: "agent",
+        run: agent::run,
     },
     Scenario {
         name: "fs-rw",

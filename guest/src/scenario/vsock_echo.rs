@@ -46,7 +46,7 @@ const CHUNK: usize = 4096;
 const MAX_CONNS: usize = 256;
 const DEFAULT_SECS: u64 = 300;
 
-type Manager = VsockConnectionManager<ProbeHal, PciTransport, RX_BUFFER>;
+pub(super) type Manager = VsockConnectionManager<ProbeHal, PciTransport, RX_BUFFER>;
 
 /// One connection and the bytes received but not yet sent back (echo), or the bytes still to
 /// send (source).
@@ -81,7 +81,7 @@ fn param(ctx: &Context, key: &str, default: u64) -> Option<u64> {
 }
 
 /// Finds the first virtio-vsock function on the root bus and brings the driver up.
-fn open(ctx: &Context) -> Option<Manager> {
+pub(super) fn open(ctx: &Context) -> Option<Manager> {
     let window = Tables::discover(&crate::identity::MEMORY, ctx.rsdp_hint())
         .and_then(|t| t.find(b"MCFG"))
         .and_then(|mcfg| {

@@ -1,0 +1,77 @@
+//! The pod demo end to end (the sequence `scripts/demo` runs after setup and build):
+//! `scripts/lib/pod_demo.py` drives this build's `podvisor --api-socket` through
+//! `sandbox.create` (disk, vsock agent channel, and the virtio-fs share when this build and host
+//! have it), `sandbox.start` waiting for the probe's `agent` scenario, requests over the
+//! hybrid-vsock socket checked against the host, and `sandbox.stop`. The script exits non-zero
+//! on any wrong answer, so the demo cannot rot silently.
+#![allow(clippy::unwrap_used, clippy::panic)] // reason: test file; a failed unwrap is the failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use podvisor_tests::probe::{probe_path, require_kvm};
+
+const PODVISOR: &str = env!("CARGO_BIN_EXE_podvisor");
+
+/// The virtiofsd that scripts/setup installs, if this build can use it.
+fn virtiofsd() -> Option<PathBuf> {
+    let cache = std::env::var_os("PODVISOR_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/podvisor")))?;
+    let bin = cache.join("virtiofsd/bin/virtiofsd");
+    let help = Command::new(PODVISOR)
+        .args(["run", "--help"])
+        .output()
+        .ok()?;
+    let has_fs = String::from_utf8_lossy(&help.stdout).contains("--fs")
+        || String::from_utf8_lossy(&help.stderr).contains("--fs");
+    (bin.exists() && has_fs).then_some(bin)
+}
+
+#[test]
+fn the_pod_demo_answers_through_the_api_and_the_agent() {
+    if !require_kvm() {
+        return;
+    }
+    let work = std::env::temp_dir().join(format!("podvisor-pod-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/pod_demo.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .arg("--podvisor")
+        .arg(PODVISOR)
+        .arg("--probe")
+        .arg(probe_path())
+        .arg("--work")
+        .arg(&work)
+        .args(["--disk-kib", "64"]);
+    let fs = virtiofsd();
+    if let Some(bin) = &fs {
+        cmd.arg("--virtiofsd").arg(bin);
+    } else {
+        println!("no virtio-fs in this build or no virtiofsd: the demo runs without a share");
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let console = std::fs::read_to_string(work.join("console.log")).unwrap_or_default();
+    let vmm_log = std::fs::read_to_string(work.join("podvisor.log")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&work);
+    let context = format!(
+        "{stdout}\n--- stderr ---\n{stderr}\n--- console ---\n{console}\n--- podvisor ---\n{vmm_log}"
+    );
+    assert!(out.status.success(), "{context}");
+    assert!(stdout.contains("< ok hello, pod"), "{context}");
+    assert!(
+        stdout.contains("agent ready on vsock port 1024"),
+        "{context}"
+    );
+    assert!(
+        stdout.contains("sandbox.stop: VM ended (api_stop)"),
+        "{context}"
+    );
+    if fs.is_some() {
+        assert!(stdout.contains("> read hello.txt"), "{context}");
+    }
+}
