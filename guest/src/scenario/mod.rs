@@ -8,6 +8,7 @@ mod blk_common;
 mod blk_read;
 mod blk_write;
 mod boot;
+mod fs_bench;
 mod fs_rw;
 mod idle;
 mod memory;
@@ -105,6 +106,10 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "agent",
         run: agent::run,
+    },
+    Scenario {
+        name: "fs-bench",
+        run: fs_bench::run,
     },
     Scenario {
         name: "fs-rw",
