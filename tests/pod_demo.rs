@@ -6,9 +6,11 @@
 //! on any wrong answer, so the demo cannot rot silently.
 #![allow(clippy::unwrap_used, clippy::panic)] // reason: test file; a failed unwrap is the failure.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use podvisor_tests::linux::{self, HostMode};
 use podvisor_tests::probe::{probe_path, require_kvm};
 
 const PODVISOR: &str = env!("CARGO_BIN_EXE_podvisor");
@@ -29,11 +31,38 @@ fn virtiofsd() -> Option<PathBuf> {
 }
 
 #[test]
-fn the_pod_demo_answers_through_the_api_and_the_agent() {
+fn the_pod_demo_answers_through_the_api_and_the_probe_agent() {
     if !require_kvm() {
         return;
     }
-    let work = std::env::temp_dir().join(format!("podvisor-pod-demo-{}", std::process::id()));
+    let probe = probe_path();
+    run_demo("probe", &[OsStr::new("--probe"), probe.as_os_str()]);
+}
+
+/// On full-KVM hosts the demo's default agent: the Linux guest kit's /init.
+#[test]
+fn the_pod_demo_answers_through_the_api_and_the_linux_agent() {
+    let Some((kit, mode)) = linux::prepare().unwrap_or_else(|e| panic!("{e}")) else {
+        return;
+    };
+    if mode == HostMode::EarlyBootOnly {
+        println!("not run: Linux cannot reach init on PVM (the probe's agent runs instead)");
+        return;
+    }
+    run_demo(
+        "linux",
+        &[
+            OsStr::new("--linux-kernel"),
+            kit.vmlinux.as_os_str(),
+            OsStr::new("--linux-initramfs"),
+            kit.initramfs.as_os_str(),
+        ],
+    );
+}
+
+fn run_demo(name: &str, guest: &[&OsStr]) {
+    let work =
+        std::env::temp_dir().join(format!("podvisor-pod-demo-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/pod_demo.py");
@@ -41,8 +70,7 @@ fn the_pod_demo_answers_through_the_api_and_the_agent() {
     cmd.arg(&script)
         .arg("--podvisor")
         .arg(PODVISOR)
-        .arg("--probe")
-        .arg(probe_path())
+        .args(guest)
         .arg("--work")
         .arg(&work)
         .args(["--disk-kib", "64"]);

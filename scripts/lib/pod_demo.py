@@ -91,11 +91,15 @@ class Agent:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--podvisor", required=True)
-    p.add_argument("--probe", required=True, help="the probe guest ELF (its agent scenario)")
+    p.add_argument("--probe", help="the probe guest ELF (its agent scenario)")
+    p.add_argument("--linux-kernel", help="the guest kit's vmlinux (its /init agent action)")
+    p.add_argument("--linux-initramfs", help="the guest kit's initramfs")
     p.add_argument("--virtiofsd", help="virtiofsd binary; without it the demo has no share")
     p.add_argument("--work", required=True, help="an empty scratch directory")
     p.add_argument("--disk-kib", type=int, default=1024, help="KiB of disk the agent hashes")
     args = p.parse_args()
+    if bool(args.linux_kernel) == bool(args.probe) or bool(args.linux_kernel) != bool(args.linux_initramfs):
+        p.error("give either --probe or both --linux-kernel and --linux-initramfs")
 
     work = os.path.abspath(args.work)
     share = os.path.join(work, "share")
@@ -143,11 +147,21 @@ def main():
         else:
             print("no virtio-fs share: this podvisor or host has no virtiofsd support")
 
+        if args.probe:
+            payload = {"kernel": args.probe,
+                       "cmdline": "console=ttyS0 probe.run=agent probe.fs-tag=demo"}
+            cpus, mib = 1, 128
+            print("agent: the probe guest's agent scenario")
+        else:
+            payload = {"kernel": args.linux_kernel, "initramfs": args.linux_initramfs,
+                       "cmdline": "console=ttyS0 loglevel=4 podvisor.init=agent"
+                                  + (" podvisor.fs-tag=demo" if fs else "")}
+            cpus, mib = 2, 512
+            print("agent: the Linux guest kit's /init agent (socat on vsock, busybox)")
         vm = {
-            "payload": {"kernel": args.probe,
-                        "cmdline": "console=ttyS0 probe.run=agent probe.fs-tag=demo"},
-            "cpus": {"boot_vcpus": 1, "max_vcpus": 1},
-            "memory": {"size": 128 << 20, "shared": bool(fs)},
+            "payload": payload,
+            "cpus": {"boot_vcpus": cpus, "max_vcpus": cpus},
+            "memory": {"size": mib << 20, "shared": bool(fs)},
             "disks": [{"path": disk, "readonly": True}],
             "vsock": {"cid": 3, "socket": vsock},
             "serial": {"mode": "File", "file": os.path.join(work, "console.log")},
