@@ -149,16 +149,14 @@ impl FsDevice {
         let mut common = None;
         let mut notify = None;
         let mut device = None;
-        let caps: [Option<(u8, u8, u32)>; 16] = {
-            let mut caps = [None; 16];
-            for (slot, cap) in caps.iter_mut().zip(root.capabilities(function)) {
-                if cap.id == CAP_VENDOR {
-                    *slot = Some(((cap.private_header >> 8) as u8, cap.offset, 0));
-                }
-            }
-            caps
-        };
-        for (cfg_type, off, _) in caps.iter().flatten().copied() {
+        // (cfg_type, offset) of the vendor capabilities, collected first: reading BAR sizes
+        // below needs the root mutably.
+        let mut caps: [Option<(u8, u8)>; 16] = [None; 16];
+        let vendor = root.capabilities(function).filter(|c| c.id == CAP_VENDOR);
+        for (slot, cap) in caps.iter_mut().zip(vendor) {
+            *slot = Some(((cap.private_header >> 8) as u8, cap.offset));
+        }
+        for (cfg_type, off) in caps.iter().flatten().copied() {
             let bar = cfg_read(ecam, function, off.wrapping_add(4)) as u8;
             let offset = cfg_read(ecam, function, off.wrapping_add(8));
             let length = cfg_read(ecam, function, off.wrapping_add(12));
