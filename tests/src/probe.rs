@@ -42,6 +42,8 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 #[cfg(test)]
+mod agent_tests;
+#[cfg(test)]
 mod fuse_tests;
 #[cfg(test)]
 mod parse_tests;

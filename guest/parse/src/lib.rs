@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod acpi;
+pub mod agent;
 pub mod cmdline;
 pub mod fuse;
 pub mod phys;

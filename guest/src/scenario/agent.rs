@@ -24,6 +24,7 @@ use crate::clock::Clock;
 use crate::fuse_client::{ClientError, Session};
 use crate::power::Ending;
 use crate::serial::{error, out, result};
+use probe_parse::agent::{components, escape, parse_request, AgentRequest};
 use probe_parse::fuse::ROOT_ID;
 use sha2::{Digest, Sha256};
 use virtio_drivers::device::blk::SECTOR_SIZE;
@@ -190,27 +191,20 @@ fn answer(
     clock: &Clock,
     stopping: &mut bool,
 ) {
-    let (verb, arg) = match line.iter().position(|&b| b == b' ') {
-        Some(i) => (
-            line.get(..i).unwrap_or(&[]),
-            line.get(i + 1..).unwrap_or(&[]),
-        ),
-        None => (line, &[][..]),
-    };
-    let reply: Result<(), &str> = match verb {
-        b"echo" => {
+    let reply = match parse_request(line, CHUNK as u64) {
+        Ok(AgentRequest::Echo(text)) => {
             out.extend_from_slice(b"ok ");
-            out.extend_from_slice(arg);
+            escape(text, |b| out.push(b));
             Ok(())
         }
-        b"poweroff" => {
+        Ok(AgentRequest::Poweroff) => {
             *stopping = true;
             out.extend_from_slice(b"ok bye");
             Ok(())
         }
-        b"disk-sha256" => disk_sha256(devices.ctx, arg, out),
-        b"read" => devices.read(arg, out, clock),
-        _ => Err("unknown request (echo, disk-sha256, read, poweroff)"),
+        Ok(AgentRequest::DiskSha256 { bytes }) => disk_sha256(devices.ctx, bytes, out),
+        Ok(AgentRequest::Read(path)) => devices.read(path, out, clock),
+        Err(why) => Err(why),
     };
     if let Err(why) = reply {
         out.extend_from_slice(b"err ");
@@ -219,19 +213,7 @@ fn answer(
     out.push(b'\n');
 }
 
-/// `N` MiB or `NK` KiB, a whole number of [`CHUNK`]s.
-fn parse_size(arg: &[u8]) -> Option<u64> {
-    let (digits, unit) = match arg.strip_suffix(b"K") {
-        Some(d) => (d, 10),
-        None => (arg, 20),
-    };
-    let n = probe_parse::cmdline::parse_decimal(digits)?;
-    let bytes = n.checked_shl(unit).filter(|&b| b >> unit == n)?;
-    (bytes > 0 && bytes % CHUNK as u64 == 0).then_some(bytes)
-}
-
-fn disk_sha256(ctx: &Context, arg: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str> {
-    let bytes = parse_size(arg).ok_or("size must be N (MiB) or NK (KiB, multiple of 16)")?;
+fn disk_sha256(ctx: &Context, bytes: u64, out: &mut Vec<u8>) -> Result<(), &'static str> {
     let mut disks = Disks::discover(ctx).ok_or("no PCI root")?;
     let mut blk = disks
         .open(0, "agent-blk0-bdf")
@@ -275,10 +257,7 @@ impl Devices<'_> {
     fn read(&mut self, path: &[u8], out: &mut Vec<u8>, clock: &Clock) -> Result<(), &'static str> {
         let session = self.session(clock).ok_or("no virtio-fs share")?;
         let mut node = ROOT_ID;
-        let mut parts = path
-            .split(|&b| b == b'/')
-            .filter(|p| !p.is_empty())
-            .peekable();
+        let mut parts = components(path).peekable();
         let mut name: &[u8] = &[];
         while let Some(part) = parts.next() {
             if parts.peek().is_none() {
@@ -286,9 +265,6 @@ impl Devices<'_> {
             } else {
                 node = session.lookup(node, part, clock).map_err(why)?.nodeid;
             }
-        }
-        if name.is_empty() {
-            return Err("empty path");
         }
         let mut data: Vec<u8> = Vec::new();
         session
@@ -298,21 +274,7 @@ impl Devices<'_> {
             })
             .map_err(why)?;
         out.extend_from_slice(b"ok ");
-        for &b in &data {
-            if b == b'\\' || !(0x20..0x7f).contains(&b) {
-                out.extend_from_slice(b"\\x");
-                for nibble in [b >> 4, b & 15] {
-                    out.push(
-                        b"0123456789abcdef"
-                            .get(usize::from(nibble))
-                            .copied()
-                            .unwrap_or(b'?'),
-                    );
-                }
-            } else {
-                out.push(b);
-            }
-        }
+        escape(&data, |b| out.push(b));
         Ok(())
     }
 }
