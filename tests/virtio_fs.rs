@@ -1,0 +1,397 @@
+//! virtio-fs end to end with a real `virtiofsd`: the probe's `fs-rw` scenario speaks FUSE over
+//! the request queue through the VMM's vhost-user front end, and the host checks the share.
+//!
+//! - the probe reads `in.bin` (its SHA-256 must match the host's), writes `out.txt` (the host
+//!   reads `probe-wrote-this`), and creates, renames and removes a directory (nothing is left);
+//! - two shares with two tags: the probe picks the one named by `probe.fs-tag` and touches only
+//!   that directory;
+//! - killing one `virtiofsd` while the probe polls its share: the probe sees its requests fail
+//!   within the bounded wait, the other share still answers, and the VM powers off cleanly.
+//!
+//! - on full-KVM hosts, the same with Linux's own driver: the guest kit's /init mounts the share
+//!   (`mount -t virtiofs TAG /mnt`), hashes `in.bin`, writes `out.txt`, and creates, renames and
+//!   removes a directory (on PVM hosts Linux cannot reach init, and the test says so and ends).
+//!
+//! The tests are `#[ignore]`d until the VMM's virtio-fs device (`--fs`) is on main; run them
+//! with `cargo nextest run --test virtio_fs --run-ignored all`.
+//!
+//! `in.bin` is 1 MiB with hardware virtualization and 64 KiB under PVM (`kvm_pvm`), where the
+//! probe's SHA-256 runs fully emulated.
+// Test helpers outside #[test] functions fail the test by panicking.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use podvisor_tests::linux::{self, ConsoleVm, HostMode, Wait};
+use podvisor_tests::probe::{self, ProbeRun, ProbeVm, EXIT_POWER_OFF};
+
+const PODVISOR: &str = env!("CARGO_BIN_EXE_podvisor");
+
+fn in_bin_len() -> usize {
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        64 << 10
+    } else {
+        1 << 20
+    }
+}
+
+/// A scratch directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("podvisor-fs-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn share(&self, name: &str, seed: usize) -> PathBuf {
+        let dir = self.0.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let data: Vec<u8> = (0..in_bin_len())
+            .map(|i| ((i * 31 + seed + i / 4096) % 253) as u8)
+            .collect();
+        std::fs::write(dir.join("in.bin"), &data).unwrap();
+        dir
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// SHA-256 as lowercase hex from coreutils (independent of the probe's implementation).
+fn sha256_hex(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    assert!(out.status.success(), "sha256sum failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split_whitespace().next().unwrap().to_owned()
+}
+
+/// A running `virtiofsd` (the one scripts/setup installs), killed by its PID when dropped.
+struct Virtiofsd {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Virtiofsd {
+    fn binary() -> PathBuf {
+        let cache = std::env::var_os("PODVISOR_CACHE").map_or_else(
+            || Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/podvisor"),
+            PathBuf::from,
+        );
+        cache.join("virtiofsd/bin/virtiofsd")
+    }
+
+    fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Kills it now (the fault test), waiting for the process to be gone.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Virtiofsd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn start(scratch: &Scratch, dir: &Path, name: &str) -> Virtiofsd {
+    let bin = Virtiofsd::binary();
+    assert!(
+        bin.exists(),
+        "{} missing: scripts/setup installs virtiofsd",
+        bin.display()
+    );
+    let socket = scratch.0.join(format!("{name}.sock"));
+    let child = Command::new(&bin)
+        .arg("--socket-path")
+        .arg(&socket)
+        .arg("--shared-dir")
+        .arg(dir)
+        .args(["--sandbox", "none", "--cache", "never"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(scratch.0.join(format!("{name}.log"))).unwrap())
+        .spawn()
+        .unwrap();
+    let mut daemon = Virtiofsd { child, socket };
+    let end = Instant::now() + Duration::from_secs(30);
+    while !daemon.socket.exists() {
+        if Instant::now() > end || daemon.child.try_wait().unwrap().is_some() {
+            daemon.kill();
+            panic!("virtiofsd did not create {}", daemon.socket.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon
+}
+
+fn fs_arg(tag: &str, daemon: &Virtiofsd) -> String {
+    format!("tag={tag},socket={}", daemon.socket().display())
+}
+
+fn assert_clean(run: &ProbeRun) {
+    assert_eq!(run.exit_code(), Some(EXIT_POWER_OFF), "{}", run.describe());
+    assert!(
+        run.errors().is_empty(),
+        "{:?}\n{}",
+        run.errors(),
+        run.describe()
+    );
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "in.bin" && n != "out.txt")
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+#[ignore = "needs the VMM's virtio-fs device (`--fs`, vhost-user front end), not on main yet"]
+fn fs_rw_reads_writes_and_renames_through_virtiofsd() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let scratch = Scratch::new("rw");
+    let dir = scratch.share("share", 1);
+    let daemon = start(&scratch, &dir, "share");
+    let r = ProbeVm::new("fs-rw")
+        .arg("--fs")
+        .arg(&fs_arg("hostshare", &daemon))
+        .run(PODVISOR)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_clean(&r);
+    assert_eq!(
+        r.result("fs0-tag").as_deref(),
+        Some("hostshare"),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(r.result_u64("fs-shares"), Some(1));
+    let want = sha256_hex(&dir.join("in.bin"));
+    assert_eq!(
+        r.result("fs-read-sha256").as_deref(),
+        Some(want.as_str()),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(r.result_u64("fs-read-bytes"), Some(in_bin_len() as u64));
+    assert_eq!(r.result_u64("fs-write-bytes"), Some(16), "{}", r.describe());
+    assert_eq!(
+        std::fs::read(dir.join("out.txt")).unwrap(),
+        b"probe-wrote-this"
+    );
+    assert_eq!(
+        r.result("fs-dir").as_deref(),
+        Some("ok"),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        leftovers(&dir).is_empty(),
+        "left in the share: {:?}",
+        leftovers(&dir)
+    );
+}
+
+#[test]
+#[ignore = "needs the VMM's virtio-fs device (`--fs`, vhost-user front end), not on main yet"]
+fn two_shares_are_told_apart_by_tag() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let scratch = Scratch::new("two");
+    let first = scratch.share("first", 1);
+    let second = scratch.share("second", 2);
+    let a = start(&scratch, &first, "first");
+    let b = start(&scratch, &second, "second");
+    let r = ProbeVm::new("fs-rw")
+        .param("probe.fs-tag", "vol-b")
+        .arg("--fs")
+        .arg(&fs_arg("vol-a", &a))
+        .arg("--fs")
+        .arg(&fs_arg("vol-b", &b))
+        .run(PODVISOR)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_clean(&r);
+    assert_eq!(
+        r.result("fs0-tag").as_deref(),
+        Some("vol-a"),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(
+        r.result("fs1-tag").as_deref(),
+        Some("vol-b"),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(r.result_u64("fs-shares"), Some(2));
+    let want = sha256_hex(&second.join("in.bin"));
+    assert_ne!(want, sha256_hex(&first.join("in.bin")));
+    assert_eq!(
+        r.result("fs-read-sha256").as_deref(),
+        Some(want.as_str()),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(
+        std::fs::read(second.join("out.txt")).unwrap(),
+        b"probe-wrote-this"
+    );
+    assert!(
+        !first.join("out.txt").exists(),
+        "the other share was written"
+    );
+}
+
+#[test]
+#[ignore = "needs the VMM's virtio-fs device (`--fs`, vhost-user front end), not on main yet"]
+fn a_killed_virtiofsd_fails_its_share_only_and_the_vm_powers_off() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let scratch = Scratch::new("fault");
+    let first = scratch.share("first", 1);
+    let second = scratch.share("second", 2);
+    let mut a = start(&scratch, &first, "first");
+    let b = start(&scratch, &second, "second");
+    let args = ProbeVm::new("fs-rw")
+        .param("probe.fs-fault", 1)
+        .param("probe.fs-tag", "vol-a")
+        .param("probe.fs-timeout-ms", 5000)
+        .param("probe.secs", 60)
+        .arg("--fs")
+        .arg(&fs_arg("vol-a", &a))
+        .arg("--fs")
+        .arg(&fs_arg("vol-b", &b))
+        .args();
+    let mut vm = ConsoleVm::spawn(Path::new(PODVISOR), &args).unwrap();
+    let seen = vm.wait_for(Duration::from_secs(90), |c| c.contains("fs-ready=1"));
+    if seen != Wait::Seen {
+        let _ = vm.kill();
+        panic!(
+            "probe never got ready ({seen:?})\n{}\n{}",
+            vm.console(),
+            vm.stderr()
+        );
+    }
+    a.kill();
+    let status = vm.wait_exit(Duration::from_secs(120)).unwrap();
+    if status.is_none() {
+        let _ = vm.kill();
+        panic!(
+            "the VM did not power off\n{}\n{}",
+            vm.console(),
+            vm.stderr()
+        );
+    }
+    let console = vm.console();
+    let results = probe::parse_results(&console);
+    let context = format!("{console}\n--- stderr ---\n{}", vm.stderr());
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(EXIT_POWER_OFF),
+        "{context}"
+    );
+    let fault = results.get("fs-fault").map(String::as_str);
+    assert!(
+        matches!(fault, Some("errno" | "timeout" | "failed")),
+        "the probe did not see the share fail: {fault:?}\n{context}"
+    );
+    assert_eq!(
+        results.get("fs-other-share").map(String::as_str),
+        Some("ok"),
+        "{context}"
+    );
+}
+
+#[test]
+#[ignore = "needs the VMM's virtio-fs device (`--fs`, vhost-user front end), not on main yet"]
+fn linux_mounts_the_share_with_virtiofs() {
+    let Some((kit, mode)) = linux::prepare().unwrap_or_else(|e| panic!("{e}")) else {
+        return;
+    };
+    if mode == HostMode::EarlyBootOnly {
+        println!("not run: Linux cannot reach init on PVM (the probe's fs-rw drives virtio-fs)");
+        return;
+    }
+    let scratch = Scratch::new("linux");
+    let dir = scratch.share("share", 3);
+    let daemon = start(&scratch, &dir, "share");
+    let args: Vec<String> = [
+        "run",
+        "--kernel",
+        &kit.vmlinux.display().to_string(),
+        "--initramfs",
+        &kit.initramfs.display().to_string(),
+        "--cmdline",
+        "console=ttyS0 loglevel=4 podvisor.init=fs-rw podvisor.fs-tag=kitshare",
+        "--cpus",
+        "2",
+        "--memory",
+        "512M",
+        "--serial",
+        "stdout",
+        "--fs",
+        &fs_arg("kitshare", &daemon),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut vm = ConsoleVm::spawn(Path::new(PODVISOR), &args).unwrap();
+    let status = vm.wait_exit(Duration::from_secs(300)).unwrap();
+    if status.is_none() {
+        let _ = vm.kill();
+    }
+    let log = vm.console();
+    let context = format!(
+        "{}\n--- stderr ---\n{}",
+        linux::tail(&log, 40),
+        linux::tail(&vm.stderr(), 20)
+    );
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(EXIT_POWER_OFF),
+        "{context}"
+    );
+    let want = sha256_hex(&dir.join("in.bin"));
+    assert_eq!(
+        linux::init_value(&log, "fs-read-sha256"),
+        Some(want),
+        "{context}"
+    );
+    assert_eq!(
+        linux::init_value(&log, "fs-dir").as_deref(),
+        Some("ok"),
+        "{context}"
+    );
+    assert_eq!(
+        linux::init_value(&log, "fs-umount").as_deref(),
+        Some("ok"),
+        "{context}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("out.txt")).unwrap(),
+        b"probe-wrote-this"
+    );
+    assert!(
+        leftovers(&dir).is_empty(),
+        "left in the share: {:?}",
+        leftovers(&dir)
+    );
+}
