@@ -203,6 +203,10 @@ def main():
         if fs:
             answer = agent.ask("read hello.txt")
             checks.append(("read", answer == "ok " + greeting.replace("\n", "\\x0a")))
+        answer = agent.ask("read ../../etc/passwd")
+        checks.append(("read outside the share", answer.startswith("err ")))
+        answer = agent.ask(f"disk-sha256 {size}")
+        checks.append(("disk-sha256 again", answer == f"ok {want_disk}"))
         bad = [name for name, good in checks if not good]
         if bad:
             fail(f"wrong answers to: {', '.join(bad)} (console: {work}/console.log)")

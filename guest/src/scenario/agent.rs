@@ -16,7 +16,7 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 
-use super::blk_common::{Disks, CHUNK};
+use super::blk_common::{Blk, Disks, CHUNK};
 use super::fs_rw::Shares;
 use super::vsock_echo::{self, Manager};
 use super::Context;
@@ -44,9 +44,11 @@ struct Conn {
 }
 
 /// The devices requests use, opened lazily so the agent answers `echo` with no disk or share.
+/// Each is opened once (device set-up takes DMA pages, which the probe never gives back).
 struct Devices<'a> {
     ctx: &'a Context<'a>,
     shares: Option<Option<Shares>>,
+    disk: Option<Option<Blk>>,
 }
 
 pub fn run(ctx: &Context) -> Ending {
@@ -75,7 +77,11 @@ fn serve(ctx: &Context) -> &'static str {
     vsock.listen(AGENT_PORT);
     result("agent-port").dec(AGENT_PORT.into()).nl();
     out().s("probe: agent listening").nl();
-    let mut devices = Devices { ctx, shares: None };
+    let mut devices = Devices {
+        ctx,
+        shares: None,
+        disk: None,
+    };
     let mut conns: Vec<Conn> = Vec::new();
     let mut requests = 0u64;
     let mut buf = [0u8; 1024];
@@ -202,7 +208,7 @@ fn answer(
             out.extend_from_slice(b"ok bye");
             Ok(())
         }
-        Ok(AgentRequest::DiskSha256 { bytes }) => disk_sha256(devices.ctx, bytes, out),
+        Ok(AgentRequest::DiskSha256 { bytes }) => devices.disk_sha256(bytes, out),
         Ok(AgentRequest::Read(path)) => devices.read(path, out, clock),
         Err(why) => Err(why),
     };
@@ -213,36 +219,39 @@ fn answer(
     out.push(b'\n');
 }
 
-fn disk_sha256(ctx: &Context, bytes: u64, out: &mut Vec<u8>) -> Result<(), &'static str> {
-    let mut disks = Disks::discover(ctx).ok_or("no PCI root")?;
-    let mut blk = disks
-        .open(0, "agent-blk0-bdf")
-        .ok_or("no virtio-blk disk")?;
-    if blk.capacity().saturating_mul(SECTOR_SIZE as u64) < bytes {
-        return Err("the disk is smaller than that");
-    }
-    let mut hash = Sha256::new();
-    let mut buf = [0u8; CHUNK];
-    let mut offset = 0u64;
-    while offset < bytes {
-        let sector = (offset / SECTOR_SIZE as u64) as usize;
-        blk.read_blocks(sector, &mut buf)
-            .map_err(|_| "disk read failed")?;
-        hash.update(buf);
-        offset += CHUNK as u64;
-    }
-    out.extend_from_slice(b"ok ");
-    for b in hash.finalize() {
-        for nibble in [b >> 4, b & 15] {
-            out.push(
-                b"0123456789abcdef"
-                    .get(usize::from(nibble))
-                    .copied()
-                    .unwrap_or(b'?'),
-            );
+impl Devices<'_> {
+    fn disk_sha256(&mut self, bytes: u64, out: &mut Vec<u8>) -> Result<(), &'static str> {
+        let ctx = self.ctx;
+        let disk = self.disk.get_or_insert_with(|| {
+            Disks::discover(ctx).and_then(|mut d| d.open(0, "agent-blk0-bdf"))
+        });
+        let blk = disk.as_mut().ok_or("no virtio-blk disk")?;
+        if blk.capacity().saturating_mul(SECTOR_SIZE as u64) < bytes {
+            return Err("the disk is smaller than that");
         }
+        let mut hash = Sha256::new();
+        let mut buf = [0u8; CHUNK];
+        let mut offset = 0u64;
+        while offset < bytes {
+            let sector = (offset / SECTOR_SIZE as u64) as usize;
+            blk.read_blocks(sector, &mut buf)
+                .map_err(|_| "disk read failed")?;
+            hash.update(buf);
+            offset += CHUNK as u64;
+        }
+        out.extend_from_slice(b"ok ");
+        for b in hash.finalize() {
+            for nibble in [b >> 4, b & 15] {
+                out.push(
+                    b"0123456789abcdef"
+                        .get(usize::from(nibble))
+                        .copied()
+                        .unwrap_or(b'?'),
+                );
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 impl Devices<'_> {
