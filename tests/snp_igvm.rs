@@ -200,6 +200,15 @@ fn run_on_the_model_platform_reports_the_measured_digest() {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
+    // The launch cost by phase, for scripts/bench/all --snp.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("snp-launch-timing digest-us=")
+                && l.contains(" launch-update-us=")
+                && l.contains(" finish-us=")),
+        "{stderr}"
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let measured = measure(&path, &["--vcpus", "3"]);
     let measured = String::from_utf8(measured.stdout).unwrap();

@@ -129,11 +129,15 @@ pub fn run(cfg: &SnpConfig) -> Result<LaunchReport, SnpLaunchError> {
     match cfg.platform {
         SnpPlatform::Model => {
             let mut model = ModelPlatform::new(ModelConfig::default());
-            Ok(launch(&plan, &mut model)?)
+            let report = launch(&plan, &mut model)?;
+            // Read by scripts/bench/all --snp, like the boot-timing line.
+            eprintln!("{}", report.timing);
+            Ok(report)
         }
         SnpPlatform::On => {
             let mut backend = KvmBackend::new(KvmSnpVm::create()?);
             let report = launch(&plan, &mut backend)?;
+            eprintln!("{}", report.timing);
             Err(SnpLaunchError::NotRunnable(report.expected.to_hex()))
         }
     }

@@ -16,6 +16,7 @@ pub mod kvm;
 pub mod kvm_sys;
 pub mod model;
 pub mod recording;
+pub mod timing;
 
 use crate::id_block::{HostData, IdAuth, IdBlock};
 use crate::page_info::{LaunchDigest, PageType};
@@ -138,6 +139,8 @@ pub struct LaunchReport {
     pub platform: Option<LaunchDigest>,
     /// Number of SNP_LAUNCH_UPDATE ranges issued.
     pub ranges: usize,
+    /// Wall time per phase.
+    pub timing: timing::LaunchTiming,
 }
 
 /// The slots the driver uses for `plan.ram`: one per region, numbered from `first_slot`.
@@ -156,44 +159,57 @@ pub fn launch(
     plan: &LaunchPlan,
     backend: &mut dyn LaunchBackend,
 ) -> Result<LaunchReport, LaunchError> {
-    let expected = plan.expected_digest()?;
+    let mut time = timing::LaunchTiming::default();
+    let expected = timing::timed(&mut time.digest, || plan.expected_digest())?;
     plan.policy
         .launch_check()
         .map_err(|e| LaunchError::Refused {
             op: "SNP_LAUNCH_START",
             reason: e.to_string(),
         })?;
-    backend.init(plan.vmsa_features)?;
-    for slot in ram_slots(plan, 0) {
-        backend.add_ram(slot)?;
-    }
+    timing::timed(&mut time.init2, || backend.init(plan.vmsa_features))?;
     let mut ranges = plan.ranges();
-    for r in &ranges {
-        backend.set_private(r.gpa, r.data.len() as u64)?;
-    }
-    for index in 0..plan.vcpus {
-        backend.create_vcpu(index, &plan.vcpu_state)?;
-    }
-    backend.start(plan.policy)?;
-    for r in &mut ranges {
-        match backend.update(r) {
-            Err(LaunchError::Firmware { status, detail, .. })
-                if r.page_type == PageType::Cpuid && status == fw_status::INVALID_PARAM =>
-            {
-                // Firmware wrote its corrected table into the range; retry once with it.
-                log::warn!(
-                    "firmware rejected the CPUID page at {:#x} ({detail}); retrying once with \
-                     the table it corrected",
-                    r.gpa
-                );
-                backend.update(r)?;
-            }
-            other => other?,
+    timing::timed(&mut time.memory, || -> Result<(), LaunchError> {
+        for slot in ram_slots(plan, 0) {
+            backend.add_ram(slot)?;
         }
-    }
-    let platform = backend.finish(&FinishParams {
-        id: plan.id.clone(),
-        host_data: plan.host_data,
+        for r in &ranges {
+            backend.set_private(r.gpa, r.data.len() as u64)?;
+        }
+        Ok(())
+    })?;
+    timing::timed(&mut time.vcpus, || -> Result<(), LaunchError> {
+        for index in 0..plan.vcpus {
+            backend.create_vcpu(index, &plan.vcpu_state)?;
+        }
+        Ok(())
+    })?;
+    timing::timed(&mut time.launch_start, || backend.start(plan.policy))?;
+    timing::timed(&mut time.launch_update, || -> Result<(), LaunchError> {
+        for r in &mut ranges {
+            match backend.update(r) {
+                Err(LaunchError::Firmware { status, detail, .. })
+                    if r.page_type == PageType::Cpuid && status == fw_status::INVALID_PARAM =>
+                {
+                    // Firmware wrote its corrected table into the range; retry once with it.
+                    log::warn!(
+                        "firmware rejected the CPUID page at {:#x} ({detail}); retrying once \
+                         with the table it corrected",
+                        r.gpa
+                    );
+                    backend.update(r)?;
+                }
+                other => other?,
+            }
+        }
+        Ok(())
+    })?;
+    time.update_ranges = ranges.len();
+    let platform = timing::timed(&mut time.finish, || {
+        backend.finish(&FinishParams {
+            id: plan.id.clone(),
+            host_data: plan.host_data,
+        })
     })?;
     if let Some(got) = &platform {
         if *got != expected {
@@ -212,5 +228,6 @@ pub fn launch(
         expected,
         platform,
         ranges: ranges.len(),
+        timing: time,
     })
 }

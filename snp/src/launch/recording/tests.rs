@@ -263,3 +263,53 @@ fn a_rejected_normal_page_is_not_retried() {
         1
     );
 }
+
+#[test]
+fn the_launch_times_every_phase_it_drives() {
+    let plan = sample_plan(2);
+    let mut backend = KvmBackend::new(RecordingIoctls::new(Script {
+        pages_per_update: 1,
+        ..Default::default()
+    }));
+    let report = launch(&plan, &mut backend).unwrap();
+    let t = report.timing;
+    assert_eq!(t.update_ranges, report.ranges);
+    assert!(t.update_ranges > 0);
+    let ops = backend.into_inner().ops();
+    let updates = ops
+        .iter()
+        .filter(|o| **o == "KVM_SEV_SNP_LAUNCH_UPDATE")
+        .count();
+    // One page per call: more calls than ranges, all inside the timed update phase.
+    assert!(updates > t.update_ranges, "{updates} calls");
+    assert_eq!(
+        t.total(),
+        t.digest + t.init2 + t.memory + t.vcpus + t.launch_start + t.launch_update + t.finish
+    );
+    assert!(t.launch_update > std::time::Duration::ZERO && t.digest > std::time::Duration::ZERO);
+    let line = t.to_string();
+    let keys: Vec<&str> = line
+        .split(' ')
+        .skip(1)
+        .map(|w| {
+            let (k, v) = w.split_once('=').unwrap();
+            assert!(v.parse::<u128>().is_ok(), "{line}");
+            k
+        })
+        .collect();
+    assert!(line.starts_with("snp-launch-timing "), "{line}");
+    assert_eq!(
+        keys,
+        [
+            "digest-us",
+            "init2-us",
+            "memory-us",
+            "vcpus-us",
+            "launch-start-us",
+            "launch-update-us",
+            "launch-update-ranges",
+            "finish-us",
+            "total-us"
+        ]
+    );
+}
