@@ -279,7 +279,7 @@ def bench_sandbox(suite, args):
 # ---- boot ---------------------------------------------------------------------------------
 
 def bench_boot(suite, args):
-    setup, kernel, init, overhead = [], [], [], []
+    setup, kernel, init, overhead, private = [], [], [], [], []
     for i in range(args.runs):
         t = boot.timing_run(args.podvisor, args.probe, 1, 128)
         setup.append(t["first-instruction-us"] / 1e3)
@@ -288,6 +288,7 @@ def bench_boot(suite, args):
             init.append((t["marker-02-us"] - t["marker-01-us"]) / 1e3)
         m = boot.memory_run(args.podvisor, args.probe, 1, 128, 1)
         overhead.append(m["overhead-kib"] / 1024)
+        private.append(m["private-kib"] / 1024)
         print(f"all.py: boot run {i + 1}/{args.runs} done", file=sys.stderr)
     suite.figure("boot", "VMM setup: start -> first guest instruction (1 vCPU/128 MiB)", "ms",
                  "lower", setup)
@@ -296,6 +297,8 @@ def bench_boot(suite, args):
         suite.figure("boot", "init: marker 0x01 -> scenario start (0x02)", "ms", "lower", init)
     suite.figure("boot", "VMM memory overhead (peak RSS - guest RAM resident)", "MiB", "lower",
                  overhead)
+    suite.figure("boot", "VMM private memory outside guest RAM (excludes shared binary/libc pages)",
+                 "MiB", "lower", private)
 
 
 # ---- devices ------------------------------------------------------------------------------

@@ -106,6 +106,25 @@ def guest_rss_kib(pid: int, guest_kib: int):
     return None
 
 
+def private_outside_guest_kib(pid: int, guest_kib: int):
+    """Private (unshared) KiB of every mapping but guest RAM: what one more VMM process costs,
+    as opposed to RSS, which also counts the binary's and libc's page-cache pages that every
+    VMM process shares. None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            text = f.read()
+    except OSError:
+        return None
+    total, size, in_guest = 0, 0, False
+    for line in text.splitlines():
+        if line.startswith("Size:"):
+            size = int(line.split()[1])
+            in_guest = guest_kib <= size < guest_kib + 2048
+        elif line.startswith(("Private_Clean:", "Private_Dirty:")) and not in_guest:
+            total += int(line.split()[1])
+    return total
+
+
 def memory_run(podvisor: str, probe: str, cpus: int, mib: int, idle_secs: int) -> dict:
     args = run_args(podvisor, probe, f"probe.run=idle probe.secs={idle_secs}", cpus, mib)
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -116,8 +135,9 @@ def memory_run(podvisor: str, probe: str, cpus: int, mib: int, idle_secs: int) -
     while True:
         hwm = vm_hwm_kib(proc.pid)
         rss = guest_rss_kib(proc.pid, guest_kib)
-        if hwm is not None and rss is not None:
-            last = (hwm, rss)
+        private = private_outside_guest_kib(proc.pid, guest_kib)
+        if hwm is not None and rss is not None and private is not None:
+            last = (hwm, rss, private)
         pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
         if pid == proc.pid:
             break
@@ -133,8 +153,9 @@ def memory_run(podvisor: str, probe: str, cpus: int, mib: int, idle_secs: int) -
         raise BenchError(f"{' '.join(args)} exited {code} (expected 0)")
     if last is None:
         raise BenchError(f"never saw a {mib} MiB guest RAM mapping in /proc/{proc.pid}/smaps")
-    hwm, rss = last
-    return {"peak-rss-kib": hwm, "guest-rss-kib": rss, "overhead-kib": hwm - rss}
+    hwm, rss, private = last
+    return {"peak-rss-kib": hwm, "guest-rss-kib": rss, "overhead-kib": hwm - rss,
+            "private-kib": private}
 
 
 def summary(values: list) -> tuple:
@@ -155,6 +176,7 @@ ROWS = [
     ("(c) start → VM stopped after power-off", "exit-us", fmt_ms),
     ("(c') spawn → process reaped (outside view)", "wall-us", fmt_ms),
     ("(d) peak RSS − guest RAM resident", "overhead-kib", fmt_mib),
+    ("    of which private (not shared page cache)", "private-kib", fmt_mib),
     ("    peak RSS (VmHWM)", "peak-rss-kib", fmt_mib),
     ("    guest RAM resident", "guest-rss-kib", fmt_mib),
 ]

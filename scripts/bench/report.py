@@ -8,7 +8,7 @@ import sys
 
 
 def load(path):
-    meta, figures = {}, {}
+    meta, figures, notes = {}, {}, []
     with open(path) as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
@@ -22,7 +22,9 @@ def load(path):
                 meta = rec
             elif "median" in rec:
                 figures[(rec["bench"], rec["metric"])] = rec
-    return meta, figures
+            else:
+                notes.append(rec)
+    return meta, figures, notes
 
 
 def num(x):
@@ -34,7 +36,7 @@ def num(x):
 
 
 def table(path):
-    meta, figures = load(path)
+    meta, figures, notes = load(path)
     print(f"Machine: {meta.get('cpus')} CPUs ({meta.get('cpu')}), Linux {meta.get('kernel')}, "
           f"/dev/kvm {meta.get('kvm')}, load {' '.join(meta.get('load', []))}; commit "
           f"{meta.get('commit')}, {meta.get('date')}.")
@@ -51,11 +53,13 @@ def table(path):
             ratio = f"{r['ratio']:.2f}"
         print(f"| {bench} | {metric} | {num(r['median'])} ({num(r['min'])} – {num(r['max'])}) "
               f"{r['unit']} | {base} | {ratio} |")
+    for n in notes:
+        print(f"| {n.get('bench')} | {n.get('metric')}: {n.get('reason', '')[:200]} | | | |")
 
 
 def compare(a_path, b_path):
-    _, a = load(a_path)
-    _, b = load(b_path)
+    _, a, _ = load(a_path)
+    _, b, _ = load(b_path)
     print(f"| benchmark | figure | A | B | B / A | vs baseline: A | B | verdict |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for key, ra in a.items():
