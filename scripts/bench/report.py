@@ -57,6 +57,10 @@ def table(path):
         print(f"| {n.get('bench')} | {n.get('metric')}: {n.get('reason', '')[:200]} | | | |")
 
 
+def fmt_ratio(rec):
+    return f"{rec['ratio']:.2f}" if "ratio" in rec else ""
+
+
 def compare(a_path, b_path):
     _, a, _ = load(a_path)
     _, b, _ = load(b_path)
@@ -75,7 +79,7 @@ def compare(a_path, b_path):
         verdict = "same" if abs(judged - 1) < 0.05 else ("better" if better else "worse")
         print(f"| {key[0]} | {key[1]} | {num(ra['median'])} {ra['unit']} | "
               f"{num(rb['median'])} {rb['unit']} | {ratio:.2f} | "
-              f"{ra.get('ratio', float('nan')):.2f} | {rb.get('ratio', float('nan')):.2f} | "
+              f"{fmt_ratio(ra)} | {fmt_ratio(rb)} | "
               f"{verdict} |")
     missing = sorted(set(a) ^ set(b))
     for bench, metric in missing:
