@@ -1,6 +1,6 @@
 //! Virtio devices: the narrow [`VirtioDevice`] trait every device implements, the virtio-pci
 //! transport that presents one to the guest ([`pci`]), the per-device worker thread
-//! ([`worker`]) and the devices themselves ([`block`]).
+//! ([`worker`]) and the devices themselves ([`block`], [`vsock`], [`rng`]).
 //!
 //! Data flow (VIRTIO 1.2 §2.7 split virtqueues, §4.1 virtio over PCI): the guest programs the
 //! transport's common configuration; on `DRIVER_OK` the transport builds `virtio-queue`
@@ -13,6 +13,9 @@
 
 pub mod block;
 pub mod pci;
+pub mod rng;
+#[cfg(test)]
+pub(crate) mod test_driver;
 pub mod vsock;
 pub mod worker;
 

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use virtio_queue::QueueOwnedT;
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::conn::{Connection, Event, State, BUF_ALLOC};
@@ -20,78 +20,7 @@ use super::worker::VsockWorker;
 use crate::virtio::{Activation, ActiveQueue, GuestMemory, VirtioInterrupt, F_VERSION_1};
 
 const GUEST_CID: u64 = 3;
-const QSIZE: u16 = 16;
-const F_NEXT: u16 = 1;
-const F_WRITE: u16 = 2;
-
-fn mem() -> GuestMemory {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap()
-}
-
-/// The guest's half of one split queue at `base` (descriptors, avail ring, used ring).
-struct Driver {
-    base: u64,
-    next_desc: u16,
-    avail_idx: u16,
-}
-
-impl Driver {
-    fn new(base: u64) -> Self {
-        Self {
-            base,
-            next_desc: 0,
-            avail_idx: 0,
-        }
-    }
-
-    fn queue(&self, mem: &GuestMemory) -> Queue {
-        let mut q = Queue::new(QSIZE).unwrap();
-        q.set_size(QSIZE);
-        q.set_desc_table_address(Some(self.base as u32), Some(0));
-        q.set_avail_ring_address(Some((self.base + 0x1000) as u32), Some(0));
-        q.set_used_ring_address(Some((self.base + 0x2000) as u32), Some(0));
-        q.set_ready(true);
-        assert!(q.is_valid(mem));
-        q
-    }
-
-    /// Adds a chain of (addr, len, device-writable) buffers; returns its head.
-    fn add(&mut self, mem: &GuestMemory, bufs: &[(u64, u32, bool)]) -> u16 {
-        let head = self.next_desc;
-        for (i, &(addr, len, w)) in bufs.iter().enumerate() {
-            let index = (head + i as u16) % QSIZE;
-            let last = i + 1 == bufs.len();
-            let flags = if w { F_WRITE } else { 0 } | if last { 0 } else { F_NEXT };
-            let at = self.base + u64::from(index) * 16;
-            mem.write_obj(addr, GuestAddress(at)).unwrap();
-            mem.write_obj(len, GuestAddress(at + 8)).unwrap();
-            mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
-            mem.write_obj((index + 1) % QSIZE, GuestAddress(at + 14))
-                .unwrap();
-        }
-        self.next_desc = (head + bufs.len() as u16) % QSIZE;
-        let slot = u64::from(self.avail_idx % QSIZE);
-        mem.write_obj(head, GuestAddress(self.base + 0x1000 + 4 + slot * 2))
-            .unwrap();
-        self.avail_idx = self.avail_idx.wrapping_add(1);
-        mem.write_obj(self.avail_idx, GuestAddress(self.base + 0x1000 + 2))
-            .unwrap();
-        head
-    }
-
-    fn used_idx(&self, mem: &GuestMemory) -> u16 {
-        mem.read_obj(GuestAddress(self.base + 0x2000 + 2)).unwrap()
-    }
-
-    /// (head, len) of used entry `n`.
-    fn used(&self, mem: &GuestMemory, n: u16) -> (u32, u32) {
-        let at = self.base + 0x2000 + 4 + u64::from(n % QSIZE) * 8;
-        (
-            mem.read_obj(GuestAddress(at)).unwrap(),
-            mem.read_obj(GuestAddress(at + 4)).unwrap(),
-        )
-    }
-}
+use crate::virtio::test_driver::{mem, Driver};
 
 fn hdr(op: Op, src_port: u32, dst_port: u32) -> Header {
     Header {
