@@ -65,6 +65,10 @@ pub struct RunArgs {
     /// `CONNECT <port>`; guest connections to host port P go to PATH_P.
     #[arg(long = "vsock", value_name = "VSOCK", value_parser = config::vsock::parse_vsock)]
     vsock: Option<config::vsock::VsockConfig>,
+    /// A virtio-rng device fed from a host entropy source: src=PATH (e.g. /dev/urandom).
+    /// It takes the PCI slot after every other device.
+    #[arg(long = "rng", value_name = "RNG", value_parser = config::rng::parse_rng)]
+    rng: Option<config::rng::RngConfig>,
 }
 
 impl RunArgs {
@@ -78,6 +82,7 @@ impl RunArgs {
             serial: self.serial,
             disks: self.disks,
             vsock: self.vsock,
+            rng: self.rng,
         }
     }
 }

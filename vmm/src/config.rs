@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::layout;
 
 pub mod disk;
+pub mod rng;
 pub mod vsock;
 
 /// Kernel command line used when none is given: the serial console is the only console.
@@ -52,6 +53,8 @@ pub enum ConfigError {
     CmdlineNul,
     #[error(transparent)]
     Disk(#[from] disk::DiskConfigError),
+    #[error(transparent)]
+    Rng(#[from] rng::RngConfigError),
 }
 
 /// Where the guest's COM1 output goes.
@@ -75,6 +78,8 @@ pub struct VmConfig {
     pub disks: Vec<disk::DiskConfig>,
     /// The virtio-vsock device (hybrid Unix-socket backend), placed after the disks.
     pub vsock: Option<vsock::VsockConfig>,
+    /// The virtio-rng device, placed after every other device.
+    pub rng: Option<rng::RngConfig>,
 }
 
 impl VmConfig {
@@ -89,6 +94,7 @@ impl VmConfig {
             serial: SerialOutput::Stdout,
             disks: Vec::new(),
             vsock: None,
+            rng: None,
         }
     }
 
@@ -119,6 +125,9 @@ impl VmConfig {
                 size: self.memory,
                 host: host.memory,
             });
+        }
+        if let Some(rng) = &self.rng {
+            rng.validate()?;
         }
         if self.cmdline.contains('\0') {
             return Err(ConfigError::CmdlineNul);

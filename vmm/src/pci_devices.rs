@@ -1,4 +1,5 @@
-//! The VM's PCI side: the root bus with one virtio-blk function per `--disk`, wired to KVM.
+//! The VM's PCI side: the root bus with one virtio-blk function per `--disk`, then vsock and
+//! rng when configured, wired to KVM.
 //!
 //! Device order is configuration order, so disk *n* always sits in slot *n + 1*
 //! (`0000:00:0N.0`; the host bridge holds slot 0). Each disk gets one BAR 0 of
@@ -34,6 +35,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::config::disk::DiskConfig;
+use crate::config::rng::RngConfig;
 use crate::config::vsock::VsockConfig;
 use crate::layout;
 
@@ -59,6 +61,10 @@ pub enum PciSetupError {
     Vsock(#[from] VsockError),
     #[error("vsock: {0}")]
     VsockTransport(TransportError),
+    #[error("rng: {0}")]
+    Rng(#[from] devices::virtio::rng::RngError),
+    #[error("rng: {0}")]
+    RngTransport(TransportError),
     #[error("BAR space: {0}")]
     Alloc(#[from] AllocError),
     #[error(transparent)]
@@ -196,6 +202,7 @@ pub fn attach(
     mem: &GuestMemoryMmap,
     disks: &[DiskConfig],
     vsock: Option<&VsockConfig>,
+    rng: Option<&RngConfig>,
     pio: &mut Bus,
     mmio: &mut Bus,
 ) -> Result<Vec<PlacedDevice>, PciSetupError> {
@@ -277,6 +284,29 @@ pub fn attach(
         );
         placed.push(PlacedDevice {
             id: config.id.clone().unwrap_or_else(|| "vsock".to_owned()),
+            slot,
+        });
+    }
+    if let Some(config) = rng {
+        let device = devices::virtio::rng::Rng::open("rng", &config.src)?;
+        let vectors = msix_vectors(vm, &device, &mut next_gsi)?;
+        let bar = bars.allocate(BAR_SIZE)?;
+        let device = VirtioPciDevice::new(
+            Box::new(device),
+            mem.clone(),
+            bar as u32,
+            vectors,
+            router.clone(),
+            Some(ioevents.clone()),
+        )
+        .map_err(PciSetupError::RngTransport)?;
+        let slot = root.add_device(Arc::new(Mutex::new(device)))?;
+        log::info!(
+            "rng from {} at 0000:00:{slot:02x}.0, BAR 0 {bar:#x}",
+            config.src.display()
+        );
+        placed.push(PlacedDevice {
+            id: "rng".to_owned(),
             slot,
         });
     }

@@ -211,6 +211,7 @@ impl Vm {
             &memory,
             &config.disks,
             config.vsock.as_ref(),
+            config.rng.as_ref(),
             &mut pio,
             &mut mmio,
         )?;

@@ -36,6 +36,11 @@ pub fn fail<T>(what: &str) -> Option<T> {
 impl Disks {
     /// Finds the ECAM window in the MCFG and every virtio-blk function on its first bus.
     pub fn discover(ctx: &Context) -> Option<Self> {
+        Self::discover_kind(ctx, DeviceType::Block)
+    }
+
+    /// The same for the virtio functions of another device type.
+    pub fn discover_kind(ctx: &Context, kind: DeviceType) -> Option<Self> {
         let window = Tables::discover(&crate::identity::MEMORY, ctx.rsdp_hint())
             .and_then(|t| t.find(b"MCFG"))
             .and_then(|mcfg| {
@@ -61,7 +66,7 @@ impl Disks {
         let mut found = [None; MAX_DISKS];
         let blocks = root
             .enumerate_bus(ecam.start_bus)
-            .filter(|(_, info)| virtio_device_type(info) == Some(DeviceType::Block))
+            .filter(|(_, info)| virtio_device_type(info) == Some(kind))
             .map(|(function, _)| function);
         for (slot, function) in found.iter_mut().zip(blocks) {
             *slot = Some(function);
@@ -76,18 +81,25 @@ impl Disks {
 
     /// Brings up disk `index` (0 = lowest slot) and reports its address under `key`.
     pub fn open(&mut self, index: usize, key: &str) -> Option<Blk> {
+        let transport = self.transport(index, key)?;
+        match VirtIOBlk::<ProbeHal, _>::new(transport) {
+            Ok(blk) => Some(blk),
+            Err(_) => fail("blk: device initialisation failed"),
+        }
+    }
+
+    /// The PCI transport of function `index` (bus mastering on), its address reported
+    /// under `key`.
+    pub fn transport(&mut self, index: usize, key: &str) -> Option<PciTransport> {
         let function = self.found.get(index).copied().flatten()?;
         result(key)
             .bdf(function.bus, function.device, function.function)
             .nl();
         self.root
             .set_command(function, Command::MEMORY_SPACE | Command::BUS_MASTER);
-        let Ok(transport) = PciTransport::new::<ProbeHal, _>(&mut self.root, function) else {
-            return fail("blk: the function's virtio PCI capabilities are unusable");
-        };
-        match VirtIOBlk::<ProbeHal, _>::new(transport) {
-            Ok(blk) => Some(blk),
-            Err(_) => fail("blk: device initialisation failed"),
+        match PciTransport::new::<ProbeHal, _>(&mut self.root, function) {
+            Ok(transport) => Some(transport),
+            Err(_) => fail("virtio: the function's PCI capabilities are unusable"),
         }
     }
 }

@@ -16,6 +16,7 @@ mod page_fault;
 mod pci;
 mod poweroff;
 mod reboot;
+mod rng;
 mod serial_echo;
 mod smp;
 mod triple_fault;
@@ -82,6 +83,10 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "pci",
         run: pci::run,
+    },
+    Scenario {
+        name: "rng",
+        run: rng::run,
     },
     Scenario {
         name: "serial-echo",

@@ -260,6 +260,10 @@ impl ApiVmConfig {
             .as_ref()
             .map(ApiVsockConfig::to_vsock)
             .transpose()?;
+        vm.rng = self
+            .rng
+            .as_ref()
+            .map(|r| crate::config::rng::RngConfig { src: r.src.clone() });
         Ok(vm)
     }
 
@@ -297,14 +301,6 @@ impl ApiVmConfig {
                     "console mode {other:?} (no virtio-console device)"
                 ))
             }
-        }
-        if let Some(rng) = &self.rng {
-            // Kata always sends an entropy source; there is no virtio-rng device yet, so the
-            // guest gets none. Said loudly rather than refused, so the shim still works.
-            log::warn!(
-                "rng source {:?} accepted but no virtio-rng device is attached",
-                rng.src
-            );
         }
         Ok(())
     }
