@@ -55,16 +55,12 @@ pub enum PciSetupError {
     Backend(#[from] BackendError),
     #[error("disk {id}: {source}")]
     Block { id: String, source: BlockError },
-    #[error("disk {id}: {source}")]
-    Transport { id: String, source: TransportError },
     #[error("vsock: {0}")]
     Vsock(#[from] VsockError),
-    #[error("vsock: {0}")]
-    VsockTransport(TransportError),
+    #[error("device {id}: {source}")]
+    DeviceTransport { id: String, source: TransportError },
     #[error("rng: {0}")]
     Rng(#[from] devices::virtio::rng::RngError),
-    #[error("rng: {0}")]
-    RngTransport(TransportError),
     #[error("BAR space: {0}")]
     Alloc(#[from] AllocError),
     #[error(transparent)]
@@ -212,6 +208,15 @@ pub fn attach(
     let mut next_gsi = FIRST_MSI_GSI;
     let mut root = PciRoot::new();
     let mut placed = Vec::new();
+    let mut slots = Slots {
+        vm,
+        mem,
+        router: &router,
+        ioevents: &ioevents,
+        bars: &mut bars,
+        next_gsi: &mut next_gsi,
+        root: &mut root,
+    };
     for (index, disk) in disks.iter().enumerate() {
         let id = disk.id_or_default(index);
         let backend = FileDisk::open(&disk.path, disk.readonly)?;
@@ -228,34 +233,7 @@ pub fn attach(
             id: id.clone(),
             source,
         })?;
-        let mut vectors = Vec::new();
-        for _ in 0..VirtioPciDevice::vectors_needed(&block) {
-            let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(PciSetupError::EventFd)?;
-            vm.register_irqfd(&irqfd, next_gsi)
-                .map_err(|source| PciSetupError::Kvm {
-                    op: "KVM_IRQFD (MSI-X)",
-                    source,
-                })?;
-            vectors.push(MsixVector {
-                gsi: next_gsi,
-                irqfd,
-            });
-            next_gsi += 1;
-        }
-        let bar = bars.allocate(BAR_SIZE)?;
-        let device = VirtioPciDevice::new(
-            Box::new(block),
-            mem.clone(),
-            bar as u32,
-            vectors,
-            router.clone(),
-            Some(ioevents.clone()),
-        )
-        .map_err(|source| PciSetupError::Transport {
-            id: id.clone(),
-            source,
-        })?;
-        let slot = root.add_device(Arc::new(Mutex::new(device)))?;
+        let (slot, bar) = slots.place(Box::new(block), &id)?;
         log::info!(
             "disk {id} ({}{}) at 0000:00:{slot:02x}.0, BAR 0 {bar:#x}",
             disk.path.display(),
@@ -264,51 +242,25 @@ pub fn attach(
         placed.push(PlacedDevice { id, slot });
     }
     if let Some(config) = vsock {
+        let id = config.id.clone().unwrap_or_else(|| "vsock".to_owned());
         let device = Vsock::new(config.cid, config.socket.clone())?;
-        let vectors = msix_vectors(vm, &device, &mut next_gsi)?;
-        let bar = bars.allocate(BAR_SIZE)?;
-        let device = VirtioPciDevice::new(
-            Box::new(device),
-            mem.clone(),
-            bar as u32,
-            vectors,
-            router.clone(),
-            Some(ioevents.clone()),
-        )
-        .map_err(PciSetupError::VsockTransport)?;
-        let slot = root.add_device(Arc::new(Mutex::new(device)))?;
+        let (slot, bar) = slots.place(Box::new(device), &id)?;
         log::info!(
             "vsock cid {} on {} at 0000:00:{slot:02x}.0, BAR 0 {bar:#x}",
             config.cid,
             config.socket.display()
         );
-        placed.push(PlacedDevice {
-            id: config.id.clone().unwrap_or_else(|| "vsock".to_owned()),
-            slot,
-        });
+        placed.push(PlacedDevice { id, slot });
     }
     if let Some(config) = rng {
-        let device = devices::virtio::rng::Rng::open("rng", &config.src)?;
-        let vectors = msix_vectors(vm, &device, &mut next_gsi)?;
-        let bar = bars.allocate(BAR_SIZE)?;
-        let device = VirtioPciDevice::new(
-            Box::new(device),
-            mem.clone(),
-            bar as u32,
-            vectors,
-            router.clone(),
-            Some(ioevents.clone()),
-        )
-        .map_err(PciSetupError::RngTransport)?;
-        let slot = root.add_device(Arc::new(Mutex::new(device)))?;
+        let id = "rng".to_owned();
+        let device = devices::virtio::rng::Rng::open(id.clone(), &config.src)?;
+        let (slot, bar) = slots.place(Box::new(device), &id)?;
         log::info!(
             "rng from {} at 0000:00:{slot:02x}.0, BAR 0 {bar:#x}",
             config.src.display()
         );
-        placed.push(PlacedDevice {
-            id: "rng".to_owned(),
-            slot,
-        });
+        placed.push(PlacedDevice { id, slot });
     }
     let root = Arc::new(root);
     let bus_err = |what| move |source| PciSetupError::Bus { what, source };
@@ -334,6 +286,44 @@ pub fn attach(
     )
     .map_err(bus_err("PCI BAR window"))?;
     Ok(placed)
+}
+
+/// What placing one more virtio function on the root bus takes from the VM.
+struct Slots<'a> {
+    vm: &'a Arc<VmFd>,
+    mem: &'a GuestMemoryMmap,
+    router: &'a Arc<dyn MsiRouter>,
+    ioevents: &'a Arc<dyn IoEventRegistry>,
+    bars: &'a mut BarAllocator,
+    next_gsi: &'a mut u32,
+    root: &'a mut PciRoot,
+}
+
+impl Slots<'_> {
+    /// Wraps `device` in the virtio-pci transport with its MSI-X GSIs and a BAR, and puts it
+    /// in the next free slot; returns the slot and the BAR address.
+    fn place(
+        &mut self,
+        device: Box<dyn VirtioDevice>,
+        id: &str,
+    ) -> Result<(u8, u64), PciSetupError> {
+        let vectors = msix_vectors(self.vm, device.as_ref(), self.next_gsi)?;
+        let bar = self.bars.allocate(BAR_SIZE)?;
+        let device = VirtioPciDevice::new(
+            device,
+            self.mem.clone(),
+            bar as u32,
+            vectors,
+            self.router.clone(),
+            Some(self.ioevents.clone()),
+        )
+        .map_err(|source| PciSetupError::DeviceTransport {
+            id: id.to_owned(),
+            source,
+        })?;
+        let slot = self.root.add_device(Arc::new(Mutex::new(device)))?;
+        Ok((slot, bar))
+    }
 }
 
 /// One irqfd-backed GSI per MSI-X vector `device` needs, from `next_gsi` up.
