@@ -276,6 +276,37 @@ fn guest_reset_boots_the_vm_again_in_place() {
 }
 
 #[test]
+fn the_power_button_reaches_the_guest_which_powers_off() {
+    if !require_kvm() {
+        return;
+    }
+    let mut vmm = Podvisor::spawn("power-button", &[]);
+    let console = vmm.file("console");
+    let config = probe_config("power-button", "probe.secs=300", &console);
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.create", &config).status, 204);
+    // Nothing runs yet: there is no button to press.
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.power-button", "").status, 500);
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.boot", "").status, 204);
+    let deadline = Instant::now() + PATIENCE;
+    while !std::fs::read_to_string(&console)
+        .unwrap_or_default()
+        .contains("power-button-waiting=1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the probe never waited for the button"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let a = vmm.call("PUT", "/api/v1/vm.power-button", "");
+    assert_eq!(a.status, 204, "{a:?}");
+    let status = vmm.wait_exit(PATIENCE);
+    let log = std::fs::read_to_string(&console).unwrap_or_default();
+    assert!(log.contains("power-button=pressed"), "{log}");
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", vmm.stderr());
+}
+
+#[test]
 fn shutdown_and_boot_again_then_delete() {
     if !require_kvm() {
         return;

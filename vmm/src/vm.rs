@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use devices::bus::{Bus, BusError};
+use devices::legacy::ged::{self, Ged, EVENT_POWER_BUTTON};
 use devices::legacy::{acpi_pm, boot_marker, i8042, serial};
 use devices::{GuestRequest, GuestRequestHandler};
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
@@ -109,6 +110,7 @@ fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
 #[derive(Clone)]
 pub struct VmHandle {
     events: Sender<VmEvent>,
+    ged: Arc<Ged>,
 }
 
 impl VmHandle {
@@ -130,6 +132,17 @@ impl VmHandle {
     /// Lets paused vCPUs run again.
     pub fn resume(&self) -> Result<(), VmError> {
         self.request(VmEvent::Resume).map(|_| ())
+    }
+
+    /// Presses the ACPI power button: the GED raises its interrupt and the guest's AML
+    /// notifies the `PNP0C0C` device; what happens next is the guest's choice.
+    pub fn power_button(&self) -> Result<(), VmError> {
+        self.ged
+            .raise(EVENT_POWER_BUTTON)
+            .map_err(|source| VmError::EventFd {
+                what: "power-button interrupt",
+                source,
+            })
     }
 
     fn request(&self, event: fn(Sender<bool>) -> VmEvent) -> Result<bool, VmError> {
@@ -158,6 +171,8 @@ pub struct Vm {
     _irqfds: Vec<EventFd>,
     /// The UART that stdin feeds once the VM runs.
     console_input: Option<SharedSerial>,
+    /// The ACPI Generic Event Device (power button).
+    ged: Arc<Ged>,
 }
 
 impl Vm {
@@ -204,7 +219,12 @@ impl Vm {
         let control = Arc::new(RunControl::default());
         let markers = boot_marker::BootMarkerLog::new();
         let clock = Arc::new(BootClock::new(markers.clone()));
-        let (mut pio, irqfds, uart) = build_pio_bus(&vm_fd, serial_out, &control, &tx, markers)?;
+        let PioDevices {
+            bus: mut pio,
+            irqfds,
+            console: uart,
+            ged,
+        } = build_pio_bus(&vm_fd, serial_out, &control, &tx, markers)?;
         let mut mmio = Bus::new();
         crate::pci_devices::attach(
             &vm_fd,
@@ -240,6 +260,7 @@ impl Vm {
             events: rx,
             events_tx: tx,
             _irqfds: irqfds,
+            ged,
             console_input,
         })
     }
@@ -247,6 +268,7 @@ impl Vm {
     /// A handle to stop the VM from another thread (the API, a signal handler).
     pub fn handle(&self) -> VmHandle {
         VmHandle {
+            ged: self.ged.clone(),
             events: self.events_tx.clone(),
         }
     }
@@ -447,6 +469,16 @@ fn create_platform(vm_fd: &VmFd) -> Result<(), VmError> {
     vm_fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))
 }
 
+/// The port-I/O bus and what the VM keeps of its devices.
+struct PioDevices {
+    bus: Bus,
+    /// Interrupt eventfds registered as irqfds.
+    irqfds: Vec<EventFd>,
+    /// The UART, when the VM has a serial port.
+    console: Option<SharedSerial>,
+    ged: Arc<Ged>,
+}
+
 /// The legacy devices on the port bus: COM1 (unless off), the boot-marker port, the ACPI PM
 /// registers and the i8042. Guest power-off/reset requests stop the vCPUs at once and are
 /// forwarded to the control loop.
@@ -456,7 +488,7 @@ fn build_pio_bus(
     control: &Arc<RunControl>,
     tx: &Sender<VmEvent>,
     markers: boot_marker::BootMarkerLog,
-) -> Result<(Bus, Vec<EventFd>, Option<SharedSerial>), VmError> {
+) -> Result<PioDevices, VmError> {
     let mut bus = Bus::new();
     let mut irqfds = Vec::new();
     let bus_err = |what| move |source| VmError::Bus { what, source };
@@ -509,7 +541,26 @@ fn build_pio_bus(
         u64::from(i8042::I8042_PORT_LEN),
     )
     .map_err(bus_err("i8042"))?;
-    Ok((bus, irqfds, console))
+    let ged_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmError::EventFd {
+        what: "GED interrupt",
+        source,
+    })?;
+    vm_fd
+        .register_irqfd(&ged_irq, ged::GED_IRQ)
+        .map_err(kvm_err("KVM_IRQFD (GED)"))?;
+    let ged = Ged::new(ged_irq);
+    bus.insert(
+        Arc::new(Mutex::new(ged::GedPort(ged.clone()))),
+        u64::from(ged::GED_PORT),
+        u64::from(ged::GED_PORT_LEN),
+    )
+    .map_err(bus_err("GED event register"))?;
+    Ok(PioDevices {
+        bus,
+        irqfds,
+        console,
+        ged,
+    })
 }
 
 fn serial_writer(out: &SerialOutput) -> Result<Option<Box<dyn Write + Send>>, VmError> {

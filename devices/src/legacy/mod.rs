@@ -1,5 +1,6 @@
 //! PC legacy devices on the port-I/O bus: the COM1 UART, the boot-progress marker port, the
-//! ACPI power-management registers and a minimal i8042 keyboard controller.
+//! ACPI power-management registers, the ACPI Generic Event Device and a minimal i8042
+//! keyboard controller.
 //!
 //! These are the devices a direct-booted guest touches before any PCI device exists: Linux and
 //! the probe guest print to COM1, the probe reports its progress through the marker port, and
@@ -10,6 +11,7 @@
 
 pub mod acpi_pm;
 pub mod boot_marker;
+pub mod ged;
 pub mod i8042;
 pub mod serial;
 

@@ -14,6 +14,7 @@ mod idle;
 mod memory;
 mod page_fault;
 mod pci;
+mod power_button;
 mod poweroff;
 mod reboot;
 mod rng;
@@ -83,6 +84,10 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "pci",
         run: pci::run,
+    },
+    Scenario {
+        name: "power-button",
+        run: power_button::run,
     },
     Scenario {
         name: "rng",

@@ -5,6 +5,8 @@
 //! \_SB_.Cnnn       ACPI0007 processor, _UID n = MADT processor UID (§8.4)
 //! \_SB_.COM1       PNP0501 16550 at 0x3f8, IRQ 4 (when the VM has a serial port)
 //! \_SB_.PCI0       PNP0A08 PCI root bridge, \_SB_.MRES PNP0C02 ECAM reservation (see pci.rs)
+//! \_SB_.GED0       ACPI0013 Generic Event Device: IRQ 5, event byte at port 0x610, _EVT
+//! \_SB_.PWRB       PNP0C0C power button, notified 0x80 by GED0 on the power-button event
 //! ```
 //!
 //! The namespace is assembled from independent parts ([`Dsdt::system_bus_device`] and
@@ -15,6 +17,7 @@ use acpi_tables::aml::{self, EISAName, Path, ResourceTemplate};
 use acpi_tables::sdt::Sdt;
 use acpi_tables::Aml;
 use devices::legacy::acpi_pm::S5_SLP_TYP;
+use devices::legacy::ged::{EVENT_POWER_BUTTON, GED_IRQ, GED_PORT, GED_PORT_LEN};
 use devices::legacy::serial::{COM1_IRQ, COM1_PORT, SERIAL_PORT_LEN};
 
 use super::{to_bytes, AcpiConfig, OEM_ID, OEM_REVISION, OEM_TABLE_ID};
@@ -105,6 +108,61 @@ fn add_com1(dsdt: &mut Dsdt) {
     ));
 }
 
+/// The Generic Event Device and the power button it reports. `_EVT` reads the event byte
+/// (which clears it in the device) and notifies the power button when its bit is set; Linux's
+/// `button` driver turns that into `KEY_POWER`.
+fn add_ged_and_power_button(dsdt: &mut Dsdt) {
+    let port = u64::from(GED_PORT);
+    let len = u64::from(GED_PORT_LEN);
+    let event = aml::Local(0);
+    let bit = aml::Local(1);
+    let power_button = EVENT_POWER_BUTTON;
+    let notify_value: u8 = 0x80;
+    dsdt.system_bus_device(&aml::Device::new(
+        "GED0".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &"ACPI0013"),
+            &aml::Name::new("_UID".into(), &aml::ZERO),
+            &aml::Name::new(
+                "_CRS".into(),
+                &ResourceTemplate::new(vec![&aml::Interrupt::new(
+                    true, true, false, false, GED_IRQ,
+                )]),
+            ),
+            &aml::OpRegion::new("GDST".into(), aml::OpRegionSpace::SystemIO, &port, &len),
+            &aml::Field::new(
+                "GDST".into(),
+                aml::FieldAccessType::Byte,
+                aml::FieldLockRule::NoLock,
+                aml::FieldUpdateRule::Preserve,
+                vec![aml::FieldEntry::Named(*b"GDAT", 8)],
+            ),
+            &aml::Method::new(
+                "_EVT".into(),
+                1,
+                true,
+                vec![
+                    &aml::Store::new(&event, &Path::new("GDAT")),
+                    &aml::If::new(
+                        &aml::Equal::new(
+                            &aml::And::new(&bit, &event, &power_button),
+                            &power_button,
+                        ),
+                        vec![&aml::Notify::new(&Path::new("\\_SB_.PWRB"), &notify_value)],
+                    ),
+                ],
+            ),
+        ],
+    ));
+    dsdt.system_bus_device(&aml::Device::new(
+        "PWRB".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &EISAName::new("PNP0C0C")),
+            &aml::Name::new("_UID".into(), &aml::ZERO),
+        ],
+    ));
+}
+
 /// The DSDT bytes for `config`. The caller validated the vCPU count (≤ 255).
 pub(super) fn build(config: &AcpiConfig) -> Vec<u8> {
     let mut dsdt = Dsdt::default();
@@ -118,5 +176,6 @@ pub(super) fn build(config: &AcpiConfig) -> Vec<u8> {
     if config.pci {
         super::pci::add_host_bridge(&mut dsdt);
     }
+    add_ged_and_power_button(&mut dsdt);
     dsdt.into_table()
 }

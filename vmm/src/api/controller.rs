@@ -157,10 +157,7 @@ impl Controller {
             }
             Request::VmPause => self.pause().map(|()| Response::Empty),
             Request::VmResume => self.resume().map(|()| Response::Empty),
-            Request::VmPowerButton => Err(ApiError::new(
-                ErrorCode::Unsupported,
-                "vm.power-button: the platform has no ACPI power button device",
-            )),
+            Request::VmPowerButton => self.power_button().map(|()| Response::Empty),
             Request::VmAddDisk(disk) => self
                 .add_device(name, |api, vm| {
                     vm.disks.push(disk.to_disk()?);
@@ -328,6 +325,16 @@ impl Controller {
             .map_err(|e| ApiError::with_source(ErrorCode::Internal, "vm.pause", &e))?;
         self.shared.update(|s| s.state = Some(VmState::Paused));
         self.event("vm", "paused", None);
+        Ok(())
+    }
+
+    /// Presses the ACPI power button of the running VM; the guest decides what follows.
+    fn power_button(&mut self) -> Result<(), ApiError> {
+        let handle = self.live_handle("vm.power-button", VmState::Running)?;
+        handle
+            .power_button()
+            .map_err(|e| ApiError::with_source(ErrorCode::Internal, "vm.power-button", &e))?;
+        self.event("vm", "power_button", None);
         Ok(())
     }
 

@@ -84,22 +84,18 @@ fn create_boot_error_delete_and_shutdown() {
 #[test]
 fn unsupported_requests_say_so_and_the_loop_keeps_going() {
     let l = start();
-    // Without a running VM, pausing and resuming are state errors, not missing features.
-    for request in [Request::VmPause, Request::VmResume] {
+    // Without a running VM, these are state errors, not missing features.
+    for request in [Request::VmPause, Request::VmResume, Request::VmPowerButton] {
         let name = request.name();
         let err = call(&l.api, request).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidState, "{name}");
         assert!(err.message.contains(name), "{err:?}");
     }
-    for request in [
-        Request::VmPowerButton,
-        Request::VmAddFs(serde_json::json!({"tag": "t"})),
-    ] {
-        let name = request.name();
-        let err = call(&l.api, request).unwrap_err();
-        assert_eq!(err.code, ErrorCode::Unsupported, "{name}");
-        assert!(err.message.contains(name), "{err:?}");
-    }
+    let request = Request::VmAddFs(serde_json::json!({"tag": "t"}));
+    let name = request.name();
+    let err = call(&l.api, request).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Unsupported, "{name}");
+    assert!(err.message.contains(name), "{err:?}");
     let err = call(&l.api, Request::VmRemoveDevice("disk0".into())).unwrap_err();
     assert_eq!(err.code, ErrorCode::NotFound);
     call(&l.api, Request::VmmShutdown).unwrap();
