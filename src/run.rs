@@ -16,6 +16,7 @@ Exit status:
   2  invalid configuration or arguments
   3  the guest requested a reboot
   4  a vCPU triple-faulted
+  5  the guest reported a crash, or (SEV-SNP) asked to be terminated
 
 At exit, one line on stderr reports boot timing in microseconds since process start:
   boot-timing first-instruction-us=N [marker-XX-us=N ...] exit-us=N
@@ -138,7 +139,10 @@ fn run_vm(config: &VmConfig) -> u8 {
                 ExitReason::PowerOff | ExitReason::Reboot | ExitReason::HostStop => {
                     log::info!("{reason}")
                 }
-                ExitReason::TripleFault { .. } | ExitReason::InternalError(_) => {
+                ExitReason::TripleFault { .. }
+                | ExitReason::GuestPanic { .. }
+                | ExitReason::GuestTerminated { .. }
+                | ExitReason::InternalError(_) => {
                     eprintln!("podvisor: {reason}")
                 }
             }

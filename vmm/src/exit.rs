@@ -10,6 +10,7 @@
 //! | 2 | invalid configuration or arguments |
 //! | 3 | the guest asked for a reboot (ACPI reset, keyboard controller, `KVM_SYSTEM_EVENT_RESET`) |
 //! | 4 | triple fault (`KVM_EXIT_SHUTDOWN`) |
+//! | 5 | the guest gave up: it reported a crash (`KVM_SYSTEM_EVENT_CRASH`) or, as an SEV-SNP guest, asked to be terminated (`KVM_SYSTEM_EVENT_SEV_TERM`) |
 
 use std::fmt;
 
@@ -23,6 +24,8 @@ pub const EXIT_INVALID_CONFIG: u8 = 2;
 pub const EXIT_REBOOT: u8 = 3;
 /// A vCPU triple-faulted.
 pub const EXIT_TRIPLE_FAULT: u8 = 4;
+/// The guest reported a crash or asked to be terminated.
+pub const EXIT_GUEST_FAILED: u8 = 5;
 
 /// Why a running VM stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +37,17 @@ pub enum ExitReason {
     /// `KVM_EXIT_SHUTDOWN` on the given vCPU.
     TripleFault {
         vcpu: u32,
+    },
+    /// The guest reported a crash (`KVM_SYSTEM_EVENT_CRASH`) on the given vCPU.
+    GuestPanic {
+        vcpu: u32,
+    },
+    /// A confidential guest asked to be terminated through the GHCB protocol; the reason set
+    /// and code are its own (GHCB spec §2.3.1; set 0 is the standard one).
+    GuestTerminated {
+        vcpu: u32,
+        set: u8,
+        code: u8,
     },
     /// The VMM could not keep the guest running: a KVM internal error, an emulation failure,
     /// a failed ioctl. The text says which vCPU and what happened.
@@ -47,6 +61,7 @@ impl ExitReason {
             ExitReason::PowerOff | ExitReason::HostStop => EXIT_POWER_OFF,
             ExitReason::Reboot => EXIT_REBOOT,
             ExitReason::TripleFault { .. } => EXIT_TRIPLE_FAULT,
+            ExitReason::GuestPanic { .. } | ExitReason::GuestTerminated { .. } => EXIT_GUEST_FAILED,
             ExitReason::InternalError(_) => EXIT_INTERNAL_ERROR,
         }
     }
@@ -59,6 +74,11 @@ impl fmt::Display for ExitReason {
             ExitReason::Reboot => f.write_str("guest requested a reboot"),
             ExitReason::HostStop => f.write_str("stopped by the host"),
             ExitReason::TripleFault { vcpu } => write!(f, "vCPU {vcpu} triple-faulted"),
+            ExitReason::GuestPanic { vcpu } => write!(f, "the guest reported a crash on vCPU {vcpu}"),
+            ExitReason::GuestTerminated { vcpu, set, code } => write!(
+                f,
+                "the guest asked to be terminated on vCPU {vcpu} (GHCB reason set {set}, code {code:#x})"
+            ),
             ExitReason::InternalError(what) => write!(f, "internal error: {what}"),
         }
     }
@@ -76,7 +96,14 @@ mod tests {
             EXIT_INVALID_CONFIG,
             ExitReason::Reboot.exit_code(),
             ExitReason::TripleFault { vcpu: 0 }.exit_code(),
+            ExitReason::GuestTerminated {
+                vcpu: 0,
+                set: 0,
+                code: 0,
+            }
+            .exit_code(),
         ];
-        assert_eq!(codes, [0, 1, 2, 3, 4]);
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5]);
+        assert_eq!(ExitReason::GuestPanic { vcpu: 1 }.exit_code(), 5);
     }
 }

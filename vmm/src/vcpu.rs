@@ -208,16 +208,7 @@ impl Vcpu {
             }
             Ok(VcpuExit::Intr) => None,
             Ok(VcpuExit::Shutdown) => Some(ExitReason::TripleFault { vcpu: index }),
-            Ok(VcpuExit::SystemEvent(kind, _)) => Some(match kind {
-                KVM_SYSTEM_EVENT_SHUTDOWN => ExitReason::PowerOff,
-                KVM_SYSTEM_EVENT_RESET => ExitReason::Reboot,
-                KVM_SYSTEM_EVENT_CRASH => {
-                    ExitReason::InternalError(format!("vcpu{index}: guest reported a crash"))
-                }
-                other => ExitReason::InternalError(format!(
-                    "vcpu{index}: unexpected system event {other}"
-                )),
-            }),
+            Ok(VcpuExit::SystemEvent(kind, data)) => Some(system_event(index, kind, data)),
             Ok(VcpuExit::InternalError) => {
                 let suberror = self.internal_suberror();
                 let what = if suberror == KVM_INTERNAL_ERROR_EMULATION {
@@ -264,6 +255,25 @@ impl Vcpu {
     }
 }
 
+/// How a `KVM_EXIT_SYSTEM_EVENT` of vCPU `index` ends the VM. An SEV-SNP guest's GHCB
+/// termination request arrives as its own type with the request's MSR value in `data[0]`.
+fn system_event(index: u32, kind: u32, data: &[u64]) -> ExitReason {
+    if let Some(term) = snp::exits::decode_system_event(kind, data) {
+        log::warn!("vcpu{index}: {term}");
+        return ExitReason::GuestTerminated {
+            vcpu: index,
+            set: term.set,
+            code: term.code,
+        };
+    }
+    match kind {
+        KVM_SYSTEM_EVENT_SHUTDOWN => ExitReason::PowerOff,
+        KVM_SYSTEM_EVENT_RESET => ExitReason::Reboot,
+        KVM_SYSTEM_EVENT_CRASH => ExitReason::GuestPanic { vcpu: index },
+        other => ExitReason::InternalError(format!("vcpu{index}: unexpected system event {other}")),
+    }
+}
+
 /// Kicks every thread in `threads` that `pending(index)` says has not stopped yet.
 pub fn kick(threads: &[(u32, JoinHandle<()>)], pending: impl Fn(u32) -> bool) {
     use vmm_sys_util::signal::Killable;
@@ -279,6 +289,46 @@ pub fn kick(threads: &[(u32, JoinHandle<()>)], pending: impl Fn(u32) -> bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_events_map_to_their_endings() {
+        use snp::exits::SYSTEM_EVENT_SEV_TERM;
+        assert_eq!(
+            system_event(0, KVM_SYSTEM_EVENT_SHUTDOWN, &[]),
+            ExitReason::PowerOff
+        );
+        assert_eq!(
+            system_event(0, KVM_SYSTEM_EVENT_RESET, &[]),
+            ExitReason::Reboot
+        );
+        assert_eq!(
+            system_event(1, KVM_SYSTEM_EVENT_CRASH, &[]),
+            ExitReason::GuestPanic { vcpu: 1 }
+        );
+        // GHCB MSR termination request: 0x100, reason set 1 in [15:12], code 3 in [23:16].
+        let msr = 0x100 | (1 << 12) | (3 << 16);
+        assert_eq!(
+            system_event(2, SYSTEM_EVENT_SEV_TERM, &[msr]),
+            ExitReason::GuestTerminated {
+                vcpu: 2,
+                set: 1,
+                code: 3
+            }
+        );
+        // A hostile or truncated event still ends cleanly.
+        assert!(matches!(
+            system_event(0, SYSTEM_EVENT_SEV_TERM, &[]),
+            ExitReason::GuestTerminated {
+                set: 0,
+                code: 0,
+                ..
+            }
+        ));
+        assert!(matches!(
+            system_event(0, 0xdead, &[1, 2]),
+            ExitReason::InternalError(_)
+        ));
+    }
 
     #[test]
     fn pause_parks_until_resume_and_stop_releases() {

@@ -45,6 +45,8 @@ impl ExitInfo {
             R::Reboot => "reboot",
             R::HostStop => "api_stop",
             R::TripleFault { .. } => "triple_fault",
+            R::GuestPanic { .. } => "panic",
+            R::GuestTerminated { .. } => "guest_terminated",
             R::InternalError(_) => "internal_error",
         };
         Self {
