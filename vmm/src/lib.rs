@@ -31,5 +31,6 @@ pub mod memory;
 pub mod pci_devices;
 pub mod signals;
 pub mod snp_launch;
+pub mod snp_memory;
 pub mod vcpu;
 pub mod vm;

@@ -144,6 +144,9 @@ pub struct Vcpu {
     pub control: Arc<RunControl>,
     pub events: Sender<VmEvent>,
     pub clock: Arc<BootClock>,
+    /// A confidential guest's private/shared conversions; `None` for ordinary VMs, where
+    /// KVM never reports those exits.
+    pub conversions: Option<Arc<crate::snp_memory::Conversions>>,
 }
 
 impl Vcpu {
@@ -207,6 +210,28 @@ impl Vcpu {
                 None
             }
             Ok(VcpuExit::Intr) => None,
+            Ok(VcpuExit::Hypercall(exit)) => match &self.conversions {
+                Some(c) => match c.on_hypercall(exit.nr, &exit.args) {
+                    Ok(ret) => {
+                        *exit.ret = ret;
+                        None
+                    }
+                    Err(e) => Some(ExitReason::InternalError(format!("vcpu{index}: {e}"))),
+                },
+                None => Some(ExitReason::InternalError(format!(
+                    "vcpu{index}: hypercall {} in a VM that enabled none",
+                    exit.nr
+                ))),
+            },
+            Ok(VcpuExit::MemoryFault { flags, gpa, size }) => match &self.conversions {
+                Some(c) => c
+                    .on_memory_fault(flags, gpa, size)
+                    .err()
+                    .map(|e| ExitReason::InternalError(format!("vcpu{index}: memory fault: {e}"))),
+                None => Some(ExitReason::InternalError(format!(
+                    "vcpu{index}: memory fault at {gpa:#x}+{size:#x} (flags {flags:#x})"
+                ))),
+            },
             Ok(VcpuExit::Shutdown) => Some(ExitReason::TripleFault { vcpu: index }),
             Ok(VcpuExit::SystemEvent(kind, data)) => Some(system_event(index, kind, data)),
             Ok(VcpuExit::InternalError) => {

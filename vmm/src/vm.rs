@@ -446,6 +446,7 @@ fn create_vcpus(
             control: shared.control.clone(),
             events: shared.events.clone(),
             clock: shared.clock.clone(),
+            conversions: None,
         });
     }
     Ok(vcpus)
