@@ -14,41 +14,17 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use podvisor_tests::linux::{self, ConsoleVm, HostMode, Kit, Wait};
+use podvisor_tests::scratch::{pattern, Scratch};
 
 const PODVISOR: &str = env!("CARGO_BIN_EXE_podvisor");
 const MIB: usize = 1 << 20;
 /// MiB `dd` moves in each direction.
 const BLK_MIB: usize = 8;
-
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("podvisor-linux-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The kit and a full-KVM host, or `None` (with the reason printed) where Linux cannot reach
 /// init.
@@ -62,19 +38,6 @@ fn full_kvm_kit(test: &str) -> Option<Kit> {
         return None;
     }
     Some(kit)
-}
-
-/// Deterministic bytes that no zero-filled or shifted read can match.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// SHA-256 as lowercase hex, computed by coreutils' `sha256sum` (as the guest's busybox does).
@@ -130,14 +93,16 @@ fn linux_dd_reads_writes_and_respects_read_only() {
     let Some(kit) = full_kvm_kit("blk") else {
         return;
     };
-    let scratch = Scratch::new("blk");
+    let scratch = Scratch::new("linux", "blk").unwrap();
     let source = pattern(2 * BLK_MIB * MIB, 0x5eed);
-    let src = scratch.file("src.img", &source);
-    let prefix = scratch.file("src-prefix", &source[..BLK_MIB * MIB]);
+    let src = scratch.file("src.img", &source).unwrap();
+    let prefix = scratch
+        .file("src-prefix", &source[..BLK_MIB * MIB])
+        .unwrap();
     let want = sha256_hex(&prefix);
 
     // Read: the pattern disk is /dev/vda, a read-only copy of it /dev/vdb.
-    let ro = scratch.file("ro.img", &source);
+    let ro = scratch.file("ro.img", &source).unwrap();
     let log = run_to_power_off(
         &kit,
         "blk-read",
@@ -166,7 +131,9 @@ fn linux_dd_reads_writes_and_respects_read_only() {
     );
 
     // Write: /dev/vda is an empty file, the pattern arrives from the read-only /dev/vdb.
-    let target = scratch.file("target.img", &vec![0u8; 2 * BLK_MIB * MIB]);
+    let target = scratch
+        .file("target.img", &vec![0u8; 2 * BLK_MIB * MIB])
+        .unwrap();
     let log = run_to_power_off(
         &kit,
         "blk-write",
@@ -207,7 +174,7 @@ fn linux_socat_echoes_through_the_hybrid_vsock() {
     let Some(kit) = full_kvm_kit("vsock") else {
         return;
     };
-    let scratch = Scratch::new("vsock");
+    let scratch = Scratch::new("linux", "vsock").unwrap();
     let socket = scratch.0.join("vsock.sock");
     let hello = UnixListener::bind(format!("{}_2000", socket.display())).unwrap();
     let hello = std::thread::spawn(move || {

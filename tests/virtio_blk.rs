@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use podvisor_tests::probe::{self, ProbeRun, ProbeVm, EXIT_INVALID_CONFIG, EXIT_POWER_OFF};
+use podvisor_tests::scratch::Scratch;
 
 const PODVISOR: &str = env!("CARGO_BIN_EXE_podvisor");
 const MIB: usize = 1 << 20;
@@ -35,34 +36,10 @@ fn transfer_bytes() -> usize {
     kib * 1024
 }
 
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("podvisor-blk-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// SHA-256 as lowercase hex, computed by coreutils' `sha256sum` (an implementation
 /// independent of the probe's).
 fn sha256_hex(data: &[u8], scratch: &Scratch) -> String {
-    let path = scratch.file("to-hash", data);
+    let path = scratch.file("to-hash", data).unwrap();
     let out = Command::new("sha256sum").arg(&path).output().unwrap();
     assert!(out.status.success(), "sha256sum failed");
     let text = String::from_utf8(out.stdout).unwrap();
@@ -92,9 +69,9 @@ fn blk_write_lands_in_the_host_file() {
     if !probe::require_kvm() {
         return;
     }
-    let scratch = Scratch::new("write");
+    let scratch = Scratch::new("blk", "write").unwrap();
     let n = transfer_bytes();
-    let disk = scratch.file("disk.img", &vec![0x5a; n + 4 * MIB]);
+    let disk = scratch.file("disk.img", &vec![0x5a; n + 4 * MIB]).unwrap();
     let r = run(ProbeVm::new("blk-write")
         .param("probe.blk-seed", 7)
         .param("probe.blk-kib", n / 1024)
@@ -127,14 +104,14 @@ fn blk_read_hashes_the_host_pattern_and_a_read_only_disk_refuses_writes() {
     if !probe::require_kvm() {
         return;
     }
-    let scratch = Scratch::new("read");
+    let scratch = Scratch::new("blk", "read").unwrap();
     let n = transfer_bytes();
     let pattern: Vec<u8> = (0..n + MIB)
         .map(|i| ((i * 13 + i / 4096) % 251) as u8)
         .collect();
-    let disk0 = scratch.file("pattern.img", &pattern);
+    let disk0 = scratch.file("pattern.img", &pattern).unwrap();
     let ro_bytes = vec![0xc3u8; MIB];
-    let disk1 = scratch.file("ro.img", &ro_bytes);
+    let disk1 = scratch.file("ro.img", &ro_bytes).unwrap();
     let r = run(ProbeVm::new("blk-read")
         .param("probe.blk-kib", n / 1024)
         .arg("--disk")
@@ -209,7 +186,7 @@ fn a_full_host_filesystem_fails_the_write_and_the_vm_carries_on() {
     if !probe::require_kvm() {
         return;
     }
-    let scratch = Scratch::new("full");
+    let scratch = Scratch::new("blk", "full").unwrap();
     let mnt = scratch.0.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let Some(tmpfs) = SmallTmpfs::mount(&mnt) else {
@@ -241,9 +218,9 @@ fn a_full_host_filesystem_fails_the_write_and_the_vm_carries_on() {
 
 #[test]
 fn bad_disk_options_are_refused_before_the_vm_starts() {
-    let scratch = Scratch::new("cli");
-    let small = scratch.file("small.img", &[0u8; 100]);
-    let good = scratch.file("good.img", &[0u8; 4096]);
+    let scratch = Scratch::new("blk", "cli").unwrap();
+    let small = scratch.file("small.img", &[0u8; 100]).unwrap();
+    let good = scratch.file("good.img", &[0u8; 4096]).unwrap();
     let kernel = probe::probe_path();
     for disk in [
         "path=/nonexistent/disk.img".to_owned(),

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use podvisor_tests::linux::{self, ConsoleVm, HostMode, Wait};
 use podvisor_tests::probe::{self, ProbeRun, ProbeVm, EXIT_POWER_OFF};
+use podvisor_tests::scratch::Scratch;
 
 const PODVISOR: &str = env!("CARGO_BIN_EXE_podvisor");
 
@@ -37,32 +38,15 @@ fn in_bin_len() -> usize {
     }
 }
 
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("podvisor-fs-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn share(&self, name: &str, seed: usize) -> PathBuf {
-        let dir = self.0.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let data: Vec<u8> = (0..in_bin_len())
-            .map(|i| ((i * 31 + seed + i / 4096) % 253) as u8)
-            .collect();
-        std::fs::write(dir.join("in.bin"), &data).unwrap();
-        dir
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A share directory `name` in `scratch` holding `in.bin` (content from `seed`).
+fn share(scratch: &Scratch, name: &str, seed: usize) -> PathBuf {
+    let dir = scratch.0.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data: Vec<u8> = (0..in_bin_len())
+        .map(|i| ((i * 31 + seed + i / 4096) % 253) as u8)
+        .collect();
+    std::fs::write(dir.join("in.bin"), &data).unwrap();
+    dir
 }
 
 /// SHA-256 as lowercase hex from coreutils (independent of the probe's implementation).
@@ -166,8 +150,8 @@ fn fs_rw_reads_writes_and_renames_through_virtiofsd() {
     if !probe::require_kvm() {
         return;
     }
-    let scratch = Scratch::new("rw");
-    let dir = scratch.share("share", 1);
+    let scratch = Scratch::new("fs", "rw").unwrap();
+    let dir = share(&scratch, "share", 1);
     let daemon = start(&scratch, &dir, "share");
     let r = ProbeVm::new("fs-rw")
         .arg("--fs")
@@ -214,9 +198,9 @@ fn two_shares_are_told_apart_by_tag() {
     if !probe::require_kvm() {
         return;
     }
-    let scratch = Scratch::new("two");
-    let first = scratch.share("first", 1);
-    let second = scratch.share("second", 2);
+    let scratch = Scratch::new("fs", "two").unwrap();
+    let first = share(&scratch, "first", 1);
+    let second = share(&scratch, "second", 2);
     let a = start(&scratch, &first, "first");
     let b = start(&scratch, &second, "second");
     let r = ProbeVm::new("fs-rw")
@@ -265,9 +249,9 @@ fn a_killed_virtiofsd_fails_its_share_only_and_the_vm_powers_off() {
     if !probe::require_kvm() {
         return;
     }
-    let scratch = Scratch::new("fault");
-    let first = scratch.share("first", 1);
-    let second = scratch.share("second", 2);
+    let scratch = Scratch::new("fs", "fault").unwrap();
+    let first = share(&scratch, "first", 1);
+    let second = share(&scratch, "second", 2);
     let mut a = start(&scratch, &first, "first");
     let b = start(&scratch, &second, "second");
     let args = ProbeVm::new("fs-rw")
@@ -330,8 +314,8 @@ fn linux_mounts_the_share_with_virtiofs() {
         println!("not run: Linux cannot reach init on PVM (the probe's fs-rw drives virtio-fs)");
         return;
     }
-    let scratch = Scratch::new("linux");
-    let dir = scratch.share("share", 3);
+    let scratch = Scratch::new("fs", "linux").unwrap();
+    let dir = share(&scratch, "share", 3);
     let daemon = start(&scratch, &dir, "share");
     let args: Vec<String> = [
         "run",

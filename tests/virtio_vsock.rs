@@ -19,29 +19,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use podvisor_tests::probe::{self, ProbeError, ProbeRun, ProbeVm, EXIT_INVALID_CONFIG};
+use podvisor_tests::scratch::{pattern, Scratch};
 
 const PODVISOR: &str = env!("CARGO_BIN_EXE_podvisor");
 const MIB: usize = 1 << 20;
 const FIRST_HOST_PORT: u64 = 1 << 30;
-
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("podvisor-vsock-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The probe running `vsock-echo` in the background.
 struct EchoVm {
@@ -109,19 +91,6 @@ impl EchoVm {
     }
 }
 
-/// xorshift bytes, reproducible from the seed.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn fnv(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
@@ -179,7 +148,7 @@ fn echo_hello_concurrency_and_redial_storm() {
     if !probe::require_kvm() {
         return;
     }
-    let dir = Scratch::new("echo");
+    let dir = Scratch::new("vsock", "echo").unwrap();
     let socket = dir.0.join("vsock.sock");
     // The guest's own connection goes to PATH_2000.
     let hello = UnixListener::bind(format!("{}_2000", socket.display())).unwrap();
@@ -296,7 +265,7 @@ fn dial_before_the_guest_listens_is_closed_then_succeeds() {
     if !probe::require_kvm() {
         return;
     }
-    let dir = Scratch::new("early");
+    let dir = Scratch::new("vsock", "early").unwrap();
     let socket = dir.0.join("vsock.sock");
     // No PATH_2000: the guest's own connection is refused.
     let vm = EchoVm::start(&socket, &[("probe.vsock-listen-delay-ms", 3000)]);

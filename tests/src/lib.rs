@@ -3,3 +3,4 @@
 
 pub mod linux;
 pub mod probe;
+pub mod scratch;
