@@ -37,9 +37,10 @@ pub struct RunArgs {
     /// Number of vCPUs: N or boot=N.
     #[arg(long, value_name = "N", default_value = "1", value_parser = config::parse_cpus)]
     cpus: u32,
-    /// Guest RAM: SIZE or size=SIZE, with K, M, G or T suffix (binary units).
-    #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = config::parse_memory)]
-    memory: u64,
+    /// Guest RAM: SIZE or size=SIZE[,shared=on], with K, M, G or T suffix (binary units).
+    /// shared=on backs it with a memfd that vhost-user backends can map (implied by --fs).
+    #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = config::parse_memory_spec)]
+    memory: config::MemorySpec,
     /// Where COM1 goes: stdout (stdin becomes its input), file=PATH (output only) or off.
     #[arg(long, value_name = "MODE", default_value = "stdout", value_parser = config::parse_serial)]
     serial: SerialOutput,
@@ -70,6 +71,11 @@ pub struct RunArgs {
     /// It takes the PCI slot after every other device.
     #[arg(long = "rng", value_name = "RNG", value_parser = config::rng::parse_rng)]
     rng: Option<config::rng::RngConfig>,
+    /// A virtio-fs share served by a vhost-user backend (virtiofsd) listening on PATH:
+    /// tag=NAME,socket=PATH[,num_queues=N][,queue_size=N][,id=NAME]. Repeatable; shares take
+    /// the PCI slots after vsock. The guest mounts it with `mount -t virtiofs NAME DIR`.
+    #[arg(long = "fs", value_name = "FS", value_parser = config::fs::parse_fs)]
+    fs: Vec<config::fs::FsConfig>,
 }
 
 impl RunArgs {
@@ -79,10 +85,12 @@ impl RunArgs {
             initramfs: self.initramfs,
             cmdline: self.cmdline,
             vcpus: self.cpus,
-            memory: self.memory,
+            memory: self.memory.size,
+            shared_memory: self.memory.shared,
             serial: self.serial,
             disks: self.disks,
             vsock: self.vsock,
+            fs: self.fs,
             rng: self.rng,
         }
     }
@@ -95,7 +103,7 @@ pub fn main(args: RunArgs) -> ExitCode {
             igvm,
             host_data: args.host_data.unwrap_or_default(),
             vcpus: args.cpus,
-            memory: args.memory,
+            memory: args.memory.size,
             empty_pages: args.empty_pages,
         });
     }

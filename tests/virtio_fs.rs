@@ -8,12 +8,13 @@
 //! - killing one `virtiofsd` while the probe polls its share: the probe sees its requests fail
 //!   within the bounded wait, the other share still answers, and the VM powers off cleanly.
 //!
+//! - through the API: one share in `vm.create`'s `fs[]`, one added with `vm.add-fs` before
+//!   `vm.boot`; the probe writes to the one it is told to;
+//! - a share whose backend is missing or does not speak vhost-user is refused before the guest
+//!   runs, with exit status 2 and one line naming the socket;
 //! - on full-KVM hosts, the same with Linux's own driver: the guest kit's /init mounts the share
 //!   (`mount -t virtiofs TAG /mnt`), hashes `in.bin`, writes `out.txt`, and creates, renames and
 //!   removes a directory (on PVM hosts Linux cannot reach init, and the test says so and ends).
-//!
-//! The tests are `#[ignore]`d until the VMM's virtio-fs device (`--fs`) is on main; run them
-//! with `cargo nextest run --test virtio_fs --run-ignored all`.
 //!
 //! `in.bin` is 1 MiB with hardware virtualization and 64 KiB under PVM (`kvm_pvm`), where the
 //! probe's SHA-256 runs fully emulated.
@@ -23,6 +24,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod api_client;
 
 use podvisor_tests::linux::{self, ConsoleVm, HostMode, Wait};
 use podvisor_tests::probe::{self, ProbeRun, ProbeVm, EXIT_POWER_OFF};
@@ -145,7 +148,6 @@ fn leftovers(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "needs the VMM's virtio-fs device (`--fs`, vhost-user front end), not on main yet"]
 fn fs_rw_reads_writes_and_renames_through_virtiofsd() {
     if !probe::require_kvm() {
         return;
@@ -193,7 +195,6 @@ fn fs_rw_reads_writes_and_renames_through_virtiofsd() {
 }
 
 #[test]
-#[ignore = "needs the VMM's virtio-fs device (`--fs`, vhost-user front end), not on main yet"]
 fn two_shares_are_told_apart_by_tag() {
     if !probe::require_kvm() {
         return;
@@ -244,7 +245,6 @@ fn two_shares_are_told_apart_by_tag() {
 }
 
 #[test]
-#[ignore = "needs the VMM's virtio-fs device (`--fs`, vhost-user front end), not on main yet"]
 fn a_killed_virtiofsd_fails_its_share_only_and_the_vm_powers_off() {
     if !probe::require_kvm() {
         return;
@@ -305,7 +305,126 @@ fn a_killed_virtiofsd_fails_its_share_only_and_the_vm_powers_off() {
 }
 
 #[test]
-#[ignore = "needs the VMM's virtio-fs device (`--fs`, vhost-user front end), not on main yet"]
+fn shares_from_create_and_add_fs_reach_the_guest() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let scratch = Scratch::new("fs", "api").unwrap();
+    let first = share(&scratch, "first", 1);
+    let second = share(&scratch, "second", 2);
+    let a = start(&scratch, &first, "first");
+    let b = start(&scratch, &second, "second");
+    let mut vmm = api_client::Podvisor::spawn("fs", &[]);
+    let console = vmm.file("console");
+    let mut config: serde_json::Value = serde_json::from_str(&api_client::probe_config(
+        "fs-rw",
+        "probe.fs-tag=vol-b",
+        &console,
+    ))
+    .unwrap();
+    config["fs"] = serde_json::json!([{"tag": "vol-a", "socket": a.socket()}]);
+    let created = vmm.call("PUT", "/api/v1/vm.create", &config.to_string());
+    assert_eq!(created.status, 204, "{created:?}");
+    let bad = vmm.call(
+        "PUT",
+        "/api/v1/vm.add-fs",
+        r#"{"tag":"vol-a","socket":"/x"}"#,
+    );
+    assert_eq!(bad.status, 400, "duplicate tag: {bad:?}");
+    let body = serde_json::json!({"tag": "vol-b", "socket": b.socket(), "id": "volb"});
+    let added = vmm.call("PUT", "/api/v1/vm.add-fs", &body.to_string());
+    assert_eq!(added.status, 204, "{added:?}");
+    let info = vmm.call("GET", "/api/v1/vm.info", "").json();
+    assert_eq!(
+        info["config"]["fs"].as_array().map(Vec::len),
+        Some(2),
+        "{info}"
+    );
+    let booted = vmm.call("PUT", "/api/v1/vm.boot", "");
+    assert_eq!(booted.status, 204, "{booted:?} {}", vmm.stderr());
+    let status = vmm.wait_exit(api_client::PATIENCE);
+    let text = std::fs::read_to_string(&console).unwrap_or_default();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{text}\n{}",
+        vmm.stderr()
+    );
+    let results = probe::parse_results(&text);
+    assert_eq!(
+        results.get("fs-shares").map(String::as_str),
+        Some("2"),
+        "{text}"
+    );
+    assert_eq!(
+        results.get("fs-read-sha256"),
+        Some(&sha256_hex(&second.join("in.bin"))),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(second.join("out.txt")).unwrap(),
+        b"probe-wrote-this"
+    );
+    assert!(
+        !first.join("out.txt").exists(),
+        "the other share was written"
+    );
+}
+
+/// Runs the `boot` scenario with `fs_args`; the VMM must refuse before the guest starts.
+fn refused_before_boot(fs_args: &[String], mentions: &[&str]) {
+    let mut vm = ProbeVm::new("boot");
+    for a in fs_args {
+        vm = vm.arg("--fs").arg(a);
+    }
+    let r = vm.run(PODVISOR).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.exit_code(), Some(2), "{}", r.describe());
+    assert!(
+        !r.console.contains("probe: started"),
+        "the guest ran: {}",
+        r.describe()
+    );
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("error"))
+        .unwrap_or_else(|| panic!("no error line\n{}", r.describe()));
+    for word in mentions {
+        assert!(line.contains(word), "{word:?} missing from {line:?}");
+    }
+    assert!(!r.stderr.contains("panicked"), "{}", r.describe());
+}
+
+#[test]
+fn a_missing_or_wrong_backend_is_refused_before_boot() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let scratch = Scratch::new("fs", "refused").unwrap();
+    let missing = scratch.0.join("nobody.sock");
+    let missing_arg = format!("tag=a,socket={}", missing.display());
+    refused_before_boot(&[missing_arg], &["nobody.sock", "connect"]);
+
+    // A socket that accepts and hangs up is not a vhost-user backend.
+    let closing = scratch.0.join("closing.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&closing).unwrap();
+    let server = std::thread::spawn(move || {
+        if let Ok((conn, _)) = listener.accept() {
+            drop(conn);
+        }
+    });
+    let closing_arg = format!("tag=a,socket={}", closing.display());
+    refused_before_boot(&[closing_arg], &["closing.sock", "vhost-user"]);
+    server.join().unwrap();
+
+    // Two shares with one tag: refused by validation, before any connection.
+    let dir = share(&scratch, "share", 1);
+    let daemon = start(&scratch, &dir, "share");
+    let arg = fs_arg("same", &daemon);
+    refused_before_boot(&[arg.clone(), arg], &["same"]);
+}
+
+#[test]
 fn linux_mounts_the_share_with_virtiofs() {
     let Some((kit, mode)) = linux::prepare().unwrap_or_else(|e| panic!("{e}")) else {
         return;

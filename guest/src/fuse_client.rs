@@ -66,10 +66,26 @@ impl Session {
 
     /// Sends one request for `nodeid` and returns the reply payload.
     fn call(&mut self, req: Request, nodeid: u64, clock: &Clock) -> Result<&[u8], ClientError> {
+        let capacity = self.reply.len();
+        self.call_with_reply(req, nodeid, capacity, clock)
+    }
+
+    /// As [`Self::call`], offering the server exactly `capacity` bytes for its reply. READ
+    /// needs this: as Linux's driver does, the reply buffer is the header plus the requested
+    /// size, and servers may fill every byte they are offered.
+    fn call_with_reply(
+        &mut self,
+        req: Request,
+        nodeid: u64,
+        capacity: usize,
+        clock: &Clock,
+    ) -> Result<&[u8], ClientError> {
         self.unique = self.unique.wrapping_add(1);
         let len = req.encode(self.request, self.unique, nodeid)?;
         let request = self.request.get(..len).unwrap_or(&[]);
-        let used = self.dev.transact(request, self.reply, clock)?;
+        let end = capacity.min(self.reply.len());
+        let reply = self.reply.get_mut(..end).unwrap_or(&mut []);
+        let used = self.dev.transact(request, reply, clock)?;
         Ok(fuse::reply_payload(self.reply, used, self.unique)?)
     }
 
@@ -116,7 +132,8 @@ impl Session {
         clock: &Clock,
     ) -> Result<&[u8], ClientError> {
         let size = CHUNK as u32;
-        self.call(Request::Read { fh, offset, size }, node, clock)
+        let capacity = fuse::OUT_HEADER_LEN + CHUNK;
+        self.call_with_reply(Request::Read { fh, offset, size }, node, capacity, clock)
     }
 
     pub fn write(

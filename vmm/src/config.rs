@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::layout;
 
 pub mod disk;
+pub mod fs;
 pub mod rng;
 pub mod vsock;
 
@@ -55,6 +56,8 @@ pub enum ConfigError {
     Disk(#[from] disk::DiskConfigError),
     #[error(transparent)]
     Rng(#[from] rng::RngConfigError),
+    #[error(transparent)]
+    Fs(#[from] fs::FsConfigError),
 }
 
 /// Where the guest's COM1 output goes.
@@ -73,11 +76,15 @@ pub struct VmConfig {
     pub cmdline: String,
     pub vcpus: u32,
     pub memory: u64,
+    /// RAM backed by a memfd that backends may map (`shared=on`); implied by any share.
+    pub shared_memory: bool,
     pub serial: SerialOutput,
     /// virtio-blk disks, in PCI slot order.
     pub disks: Vec<disk::DiskConfig>,
     /// The virtio-vsock device (hybrid Unix-socket backend), placed after the disks.
     pub vsock: Option<vsock::VsockConfig>,
+    /// virtio-fs shares (vhost-user), placed after vsock.
+    pub fs: Vec<fs::FsConfig>,
     /// The virtio-rng device, placed after every other device.
     pub rng: Option<rng::RngConfig>,
 }
@@ -91,9 +98,11 @@ impl VmConfig {
             cmdline: DEFAULT_CMDLINE.to_owned(),
             vcpus: 1,
             memory: DEFAULT_MEMORY,
+            shared_memory: false,
             serial: SerialOutput::Stdout,
             disks: Vec::new(),
             vsock: None,
+            fs: Vec::new(),
             rng: None,
         }
     }
@@ -155,7 +164,14 @@ impl VmConfig {
             }
         }
         disk::validate(&self.disks)?;
+        fs::validate(&self.fs)?;
         Ok(())
+    }
+
+    /// Whether guest RAM must be shareable with another process: asked for, or needed by a
+    /// vhost-user device.
+    pub fn needs_shared_memory(&self) -> bool {
+        self.shared_memory || !self.fs.is_empty()
     }
 }
 
@@ -208,18 +224,42 @@ fn parse_meminfo_total(meminfo: &str) -> Option<u64> {
     kib.checked_mul(1024)
 }
 
+/// `--memory` as given: a size and whether RAM is shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemorySpec {
+    pub size: u64,
+    pub shared: bool,
+}
+
 /// Parses a memory size: `536870912`, `512M`, `512MiB`, `1G`, or `size=512M`. Units are
 /// binary (K = 1024).
 pub fn parse_memory(text: &str) -> Result<u64, ConfigError> {
+    let spec = parse_memory_spec(text)?;
+    if spec.shared {
+        return Err(ConfigError::InvalidSize {
+            text: text.to_owned(),
+            why: "only a size is accepted here",
+        });
+    }
+    Ok(spec.size)
+}
+
+/// Parses `--memory`: a size as [`parse_memory`] takes it, optionally with Cloud
+/// Hypervisor's `shared=on|off`.
+pub fn parse_memory_spec(text: &str) -> Result<MemorySpec, ConfigError> {
     let bad = |why| ConfigError::InvalidSize {
         text: text.to_owned(),
         why,
     };
     let mut value = None;
+    let mut shared = false;
     for part in text.split(',') {
         match part.split_once('=') {
             Some(("size", v)) => value = Some(v),
-            Some((_, _)) => return Err(bad("only the size= option is supported")),
+            Some(("shared", "on" | "true")) => shared = true,
+            Some(("shared", "off" | "false")) => shared = false,
+            Some(("shared", _)) => return Err(bad("shared= takes on or off")),
+            Some((_, _)) => return Err(bad("only the size= and shared= options are supported")),
             None => value = Some(part),
         }
     }
@@ -240,9 +280,10 @@ pub fn parse_memory(text: &str) -> Result<u64, ConfigError> {
         "t" | "tb" | "tib" => 40,
         _ => return Err(bad("unknown unit (use K, M, G or T)")),
     };
-    number
+    let size = number
         .checked_mul(1u64 << shift)
-        .ok_or_else(|| bad("number too large"))
+        .ok_or_else(|| bad("number too large"))?;
+    Ok(MemorySpec { size, shared })
 }
 
 /// Parses a vCPU count: `2` or `boot=2` (other Cloud Hypervisor options are refused).

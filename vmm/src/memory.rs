@@ -1,16 +1,24 @@
 //! Guest RAM: allocation, registration with KVM, and the e820 map that describes it.
 //!
-//! RAM is anonymous host memory split around the 32-bit MMIO hole (see [`crate::layout`]);
-//! each piece becomes one KVM memory slot. The e820 map is derived from the same layout, so
+//! RAM is host memory split around the 32-bit MMIO hole (see [`crate::layout`]); each piece
+//! becomes one KVM memory slot. It is private anonymous memory unless a vhost-user backend
+//! must map it too: then every piece is a window of one memfd, whose descriptor the backend
+//! receives in its memory table. The e820 map is derived from the same layout, so
 //! the guest's view (boot params or the PVH memmap) and KVM's slots cannot disagree.
 // Registering host memory with KVM is the one operation here that the type system cannot
-// check: the slot must stay mapped for as long as the VM can touch it.
+// check: the slot must stay mapped for as long as the VM can touch it. Creating the memfd
+// that backs shared RAM is a raw system call too.
 #![allow(unsafe_code)]
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
+use std::fs::File;
+use std::os::fd::FromRawFd;
+use std::sync::Arc;
+
 use vm_memory::{
-    GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress,
+    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    MemoryRegionAddress,
 };
 
 use crate::layout;
@@ -25,6 +33,8 @@ pub enum MemoryError {
         size: u64,
         source: vm_memory::mmap::FromRangesError,
     },
+    #[error("cannot create the memfd for shared guest RAM: {0}")]
+    Memfd(std::io::Error),
     #[error("guest RAM region at {addr:#x} has no host mapping")]
     NoHostAddress { addr: u64 },
     #[error("KVM refused memory slot {slot} at {addr:#x}+{size:#x}: {source}")]
@@ -91,21 +101,48 @@ pub fn e820_map(mem_size: u64) -> Vec<E820Entry> {
     map
 }
 
-/// Allocates guest RAM for `mem_size` bytes laid out around the MMIO hole.
-pub fn create_guest_memory(mem_size: u64) -> Result<GuestMemoryMmap, MemoryError> {
+/// Allocates guest RAM for `mem_size` bytes laid out around the MMIO hole: private
+/// anonymous memory, or with `shared` windows of one memfd (in guest-address order, so the
+/// memfd offset of a region is the RAM below it).
+pub fn create_guest_memory(mem_size: u64, shared: bool) -> Result<GuestMemoryMmap, MemoryError> {
     let ranges = layout::ram_ranges(mem_size).ok_or(MemoryError::TooLarge(mem_size))?;
+    let memfd = if shared {
+        let file = memfd(mem_size)?;
+        Some(Arc::new(file))
+    } else {
+        None
+    };
+    let mut offset = 0u64;
     let regions = ranges
         .iter()
         .map(|r| {
             let len =
                 usize::try_from(r.end - r.start).map_err(|_| MemoryError::TooLarge(mem_size))?;
-            Ok((GuestAddress(r.start), len))
+            let file = memfd
+                .as_ref()
+                .map(|f| FileOffset::from_arc(f.clone(), offset));
+            offset += r.end - r.start;
+            Ok((GuestAddress(r.start), len, file))
         })
         .collect::<Result<Vec<_>, MemoryError>>()?;
-    GuestMemoryMmap::from_ranges(&regions).map_err(|source| MemoryError::Allocate {
+    GuestMemoryMmap::from_ranges_with_files(&regions).map_err(|source| MemoryError::Allocate {
         size: mem_size,
         source,
     })
+}
+
+/// An anonymous memfd of `size` bytes (close-on-exec, sparse until touched).
+fn memfd(size: u64) -> Result<File, MemoryError> {
+    // SAFETY: memfd_create reads the NUL-terminated name and returns a new descriptor or -1;
+    // no memory of ours is written.
+    let fd = unsafe { libc::memfd_create(c"podvisor-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(MemoryError::Memfd(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nothing else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size).map_err(MemoryError::Memfd)?;
+    Ok(file)
 }
 
 /// Hands every RAM region to KVM as its own memory slot.
@@ -177,9 +214,51 @@ mod tests {
 
     #[test]
     fn guest_memory_matches_the_layout() {
-        let mem = create_guest_memory(32 << 20).unwrap();
+        let mem = create_guest_memory(32 << 20, false).unwrap();
         assert_eq!(mem.num_regions(), 1);
         assert_eq!(mem.last_addr(), GuestAddress((32 << 20) - 1));
-        assert!(create_guest_memory(u64::MAX).is_err());
+        assert!(mem.iter().all(|r| r.file_offset().is_none()));
+        assert!(create_guest_memory(u64::MAX, false).is_err());
+    }
+
+    #[test]
+    fn shared_memory_is_one_memfd_in_address_order() {
+        use std::os::fd::AsRawFd;
+        use vm_memory::Bytes;
+        // Large enough to straddle the MMIO hole; nothing is touched, so nothing is allocated.
+        let size = 5 << 30;
+        let mem = create_guest_memory(size, true).unwrap();
+        assert_eq!(mem.num_regions(), 2);
+        let files: Vec<_> = mem
+            .iter()
+            .map(|r| {
+                let f = r.file_offset().unwrap();
+                (f.file().as_raw_fd(), f.start(), r.len())
+            })
+            .collect();
+        assert_eq!(files[0].0, files[1].0, "one memfd");
+        assert_eq!(files[0].1, 0);
+        assert_eq!(
+            files[1].1, files[0].2,
+            "the high region follows the low one"
+        );
+        assert_eq!(
+            mem.iter()
+                .next()
+                .unwrap()
+                .file_offset()
+                .unwrap()
+                .file()
+                .metadata()
+                .unwrap()
+                .len(),
+            size
+        );
+        // The mapping is shared: a write through guest memory is in the file.
+        mem.write_obj(0x1234_5678u32, GuestAddress(0x1000)).unwrap();
+        let mut word = [0u8; 4];
+        let file = mem.iter().next().unwrap().file_offset().unwrap().file();
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut word, 0x1000).unwrap();
+        assert_eq!(u32::from_le_bytes(word), 0x1234_5678);
     }
 }

@@ -1,5 +1,5 @@
-//! The VM's PCI side: the root bus with one virtio-blk function per `--disk`, then vsock and
-//! rng when configured, wired to KVM.
+//! The VM's PCI side: the root bus with one virtio-blk function per `--disk`, then vsock, one
+//! virtio-fs function per `--fs`, and rng when configured, wired to KVM.
 //!
 //! Device order is configuration order, so disk *n* always sits in slot *n + 1*
 //! (`0000:00:0N.0`; the host bridge holds slot 0). Each disk gets one BAR 0 of
@@ -35,6 +35,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::config::disk::DiskConfig;
+use crate::config::fs::FsConfig;
 use crate::config::rng::RngConfig;
 use crate::config::vsock::VsockConfig;
 use crate::layout;
@@ -59,6 +60,11 @@ pub enum PciSetupError {
     Vsock(#[from] VsockError),
     #[error("device {id}: {source}")]
     DeviceTransport { id: String, source: TransportError },
+    #[error("fs {tag}: {source}")]
+    Fs {
+        tag: String,
+        source: devices::virtio::fs::FsError,
+    },
     #[error("rng: {0}")]
     Rng(#[from] devices::virtio::rng::RngError),
     #[error("BAR space: {0}")]
@@ -191,17 +197,41 @@ pub struct PlacedDevice {
     pub slot: u8,
 }
 
-/// Builds the root bus with one virtio-blk function per disk and puts the configuration
-/// ports on `pio` and ECAM and the BAR window on `mmio`.
+/// The PCI devices a VM is configured with, in the order they take slots.
+#[derive(Clone, Copy)]
+pub struct DeviceSet<'a> {
+    pub disks: &'a [DiskConfig],
+    pub vsock: Option<&'a VsockConfig>,
+    pub shares: &'a [FsConfig],
+    pub rng: Option<&'a RngConfig>,
+}
+
+impl<'a> DeviceSet<'a> {
+    pub fn of(config: &'a crate::config::VmConfig) -> Self {
+        Self {
+            disks: &config.disks,
+            vsock: config.vsock.as_ref(),
+            shares: &config.fs,
+            rng: config.rng.as_ref(),
+        }
+    }
+}
+
+/// Builds the root bus with the configured devices and puts the configuration ports on `pio`
+/// and ECAM and the BAR window on `mmio`.
 pub fn attach(
     vm: &Arc<VmFd>,
     mem: &GuestMemoryMmap,
-    disks: &[DiskConfig],
-    vsock: Option<&VsockConfig>,
-    rng: Option<&RngConfig>,
+    set: DeviceSet<'_>,
     pio: &mut Bus,
     mmio: &mut Bus,
 ) -> Result<Vec<PlacedDevice>, PciSetupError> {
+    let DeviceSet {
+        disks,
+        vsock,
+        shares,
+        rng,
+    } = set;
     let router: Arc<dyn MsiRouter> = Arc::new(KvmMsiRouter::new(vm.clone()));
     let ioevents: Arc<dyn IoEventRegistry> = Arc::new(KvmIoEvents { vm: vm.clone() });
     let mut bars = BarAllocator::new(layout::MMIO32_DEVICES_START, layout::MMIO32_DEVICES_END);
@@ -251,6 +281,25 @@ pub fn attach(
             config.socket.display()
         );
         placed.push(PlacedDevice { id, slot });
+    }
+    for (index, share) in shares.iter().enumerate() {
+        let options = share.options(index);
+        let device =
+            devices::virtio::fs::Fs::connect(&options).map_err(|source| PciSetupError::Fs {
+                tag: share.tag.clone(),
+                source,
+            })?;
+        let (slot, bar) = slots.place(Box::new(device), &options.id)?;
+        log::info!(
+            "fs {} (tag {:?}, backend {}) at 0000:00:{slot:02x}.0, BAR 0 {bar:#x}",
+            options.id,
+            share.tag,
+            share.socket.display()
+        );
+        placed.push(PlacedDevice {
+            id: options.id,
+            slot,
+        });
     }
     if let Some(config) = rng {
         let id = "rng".to_owned();

@@ -97,6 +97,9 @@ impl VmError {
         match self {
             VmError::Config(_) | VmError::SerialFile { .. } => EXIT_INVALID_CONFIG,
             VmError::Boot(e) if e.is_config_error() => EXIT_INVALID_CONFIG,
+            // A share whose backend is missing or does not speak vhost-user: the
+            // configuration names something that cannot serve it.
+            VmError::Pci(crate::pci_devices::PciSetupError::Fs { .. }) => EXIT_INVALID_CONFIG,
             _ => EXIT_INTERNAL_ERROR,
         }
     }
@@ -192,7 +195,11 @@ impl Vm {
         })?;
 
         let vm_fd = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
-        let memory = memory::create_guest_memory(config.memory)?;
+        let shared_memory = config.needs_shared_memory();
+        if shared_memory && !config.shared_memory {
+            log::info!("guest RAM is shared (memfd) because a vhost-user device needs to map it");
+        }
+        let memory = memory::create_guest_memory(config.memory, shared_memory)?;
         // RAM slots before the in-kernel irqchip: registered after it, a 128 MiB slot took
         // 5–7 ms instead of 0.1 ms on PVM (docs/benchmarks.md, "VMM setup").
         memory::register_with_kvm(&vm_fd, &memory)?;
@@ -229,9 +236,7 @@ impl Vm {
         crate::pci_devices::attach(
             &vm_fd,
             &memory,
-            &config.disks,
-            config.vsock.as_ref(),
-            config.rng.as_ref(),
+            crate::pci_devices::DeviceSet::of(config),
             &mut pio,
             &mut mmio,
         )?;

@@ -56,7 +56,19 @@ fn attached_disks_answer_through_both_configuration_doors_and_route_msis() {
         },
     ];
     let (mut pio, mut mmio) = (Bus::new(), Bus::new());
-    let placed = pci_devices::attach(&vm, &mem, &disks, None, None, &mut pio, &mut mmio).unwrap();
+    let placed = pci_devices::attach(
+        &vm,
+        &mem,
+        pci_devices::DeviceSet {
+            disks: &disks,
+            vsock: None,
+            shares: &[],
+            rng: None,
+        },
+        &mut pio,
+        &mut mmio,
+    )
+    .unwrap();
     assert_eq!(
         placed,
         vec![

@@ -3,7 +3,6 @@
 //! VMM does not have answer 501 with the reason, without reaching the VMM.
 
 use serde::Serialize;
-use serde_json::Value;
 
 use ::vmm::api::config::ApiVmConfig;
 use ::vmm::api::{ApiError, ErrorCode, Request, VmState};
@@ -72,8 +71,8 @@ pub async fn handle(call: Call<'_>) -> HttpReply {
             Ok(vsock) => Request::VmAddVsock(vsock),
             Err(e) => return e.reply(CH),
         },
-        "vm.add-fs" => match call.json::<Value>() {
-            Ok(body) => Request::VmAddFs(body),
+        "vm.add-fs" => match call.json() {
+            Ok(share) => Request::VmAddFs(share),
             Err(e) => return e.reply(CH),
         },
         "vm.remove-device" => match call.json::<RemoveDevice>() {

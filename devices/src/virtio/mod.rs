@@ -1,6 +1,7 @@
 //! Virtio devices: the narrow [`VirtioDevice`] trait every device implements, the virtio-pci
 //! transport that presents one to the guest ([`pci`]), the per-device worker thread
-//! ([`worker`]) and the devices themselves ([`block`], [`vsock`], [`rng`]).
+//! ([`worker`]) and the devices themselves ([`block`], [`vsock`], [`rng`], and [`fs`], whose
+//! queues a vhost-user backend serves).
 //!
 //! Data flow (VIRTIO 1.2 §2.7 split virtqueues, §4.1 virtio over PCI): the guest programs the
 //! transport's common configuration; on `DRIVER_OK` the transport builds `virtio-queue`
@@ -12,6 +13,7 @@
 //! Reset stops the worker and drops everything it owned.
 
 pub mod block;
+pub mod fs;
 pub mod pci;
 pub mod rng;
 #[cfg(test)]
@@ -84,6 +86,8 @@ pub enum ActivateError {
     AlreadyActive,
     #[error("cannot start the worker thread: {0}")]
     Worker(#[from] std::io::Error),
+    #[error("the device's backend refused: {0}")]
+    Backend(String),
 }
 
 /// A virtio device as the transport sees it: identity, features, configuration space, and

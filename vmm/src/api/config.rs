@@ -157,7 +157,7 @@ pub struct ApiVmConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disks: Option<Vec<ApiDiskConfig>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fs: Option<Vec<Value>>,
+    pub fs: Option<Vec<super::devices::ApiFsConfig>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub net: Option<Vec<Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -251,9 +251,13 @@ impl ApiVmConfig {
         }
         vm.vcpus = self.cpus.boot_vcpus;
         vm.memory = self.memory.size;
+        vm.shared_memory = self.memory.shared;
         vm.serial = serial_output(&self.serial)?;
         for disk in self.disks.iter().flatten() {
             vm.disks.push(disk.to_disk()?);
+        }
+        for share in self.fs.iter().flatten() {
+            vm.fs.push(share.to_fs()?);
         }
         vm.vsock = self
             .vsock
@@ -286,7 +290,6 @@ impl ApiVmConfig {
             return unsupported("memory.hotplug_size (memory hot-plug)");
         }
         for (present, what) in [
-            (non_empty(&self.fs), "fs (virtio-fs is not available yet)"),
             (non_empty(&self.net), "net (no virtio-net device)"),
             (non_empty(&self.devices), "devices (no VFIO passthrough)"),
         ] {

@@ -175,10 +175,13 @@ impl Controller {
                     Ok(())
                 })
                 .map(|()| Response::Empty),
-            Request::VmAddFs(_) => Err(ApiError::new(
-                ErrorCode::Unsupported,
-                "vm.add-fs: there is no virtio-fs device in this VMM yet",
-            )),
+            Request::VmAddFs(share) => self
+                .add_device(name, |api, vm| {
+                    vm.fs.push(share.to_fs()?);
+                    api.fs.get_or_insert_with(Vec::new).push(share);
+                    Ok(())
+                })
+                .map(|()| Response::Empty),
             Request::VmRemoveDevice(id) => Err(ApiError::new(
                 ErrorCode::NotFound,
                 format!("vm.remove-device: no device with id {id:?}"),
@@ -403,6 +406,8 @@ impl Controller {
             ApiError::with_source(code, name, &e)
         })?;
         crate::config::disk::validate(&new_vm.disks)
+            .map_err(|e| ApiError::with_source(ErrorCode::InvalidArgument, name, &e))?;
+        crate::config::fs::validate(&new_vm.fs)
             .map_err(|e| ApiError::with_source(ErrorCode::InvalidArgument, name, &e))?;
         let echo = Arc::new(new_api.clone());
         self.config = Some((new_api, new_vm));

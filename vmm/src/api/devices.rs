@@ -1,5 +1,5 @@
-//! Device sections of the API's `VmConfig` (`disks[]`, `vsock`) and of `vm.add-disk` /
-//! `vm.add-vsock`, in Cloud Hypervisor's JSON spelling, mapped onto the VMM's device
+//! Device sections of the API's `VmConfig` (`disks[]`, `fs[]`, `vsock`) and of `vm.add-disk`
+//! / `vm.add-fs` / `vm.add-vsock`, in Cloud Hypervisor's JSON spelling, mapped onto the VMM's device
 //! configuration. Values are range-checked here; cross-device rules (duplicate ids, how many
 //! fit on the PCI bus) are checked by the VMM's own validation when the VM is built.
 
@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::config::disk::{DiskConfig, DEFAULT_QUEUE_SIZE};
+use crate::config::fs::FsConfig;
 use crate::config::vsock::VsockConfig;
 
 /// Errors in a device section.
@@ -21,6 +22,12 @@ pub enum DeviceConfigError {
     BadCid { cid: u64, min: u64, max: u64 },
     #[error("vsock: socket is required")]
     NoVsockSocket,
+    #[error("fs: tag is required")]
+    NoFsTag,
+    #[error("fs {0:?}: socket is required")]
+    NoFsSocket(String),
+    #[error("fs {tag:?}: {why}")]
+    Fs { tag: String, why: String },
     #[error("the VM already has a {0} device")]
     AlreadyPresent(&'static str),
 }
@@ -62,6 +69,52 @@ impl ApiDiskConfig {
         disk.queue_size = self.queue_size;
         disk.id = self.id.clone();
         Ok(disk)
+    }
+}
+
+fn default_fs_queue_size() -> u16 {
+    crate::config::fs::DEFAULT_QUEUE_SIZE
+}
+
+/// One `fs[]` entry / the `vm.add-fs` body: a share served by a vhost-user backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiFsConfig {
+    #[serde(default)]
+    pub tag: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    #[serde(default = "one")]
+    pub num_queues: u16,
+    #[serde(default = "default_fs_queue_size")]
+    pub queue_size: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+impl ApiFsConfig {
+    pub fn to_fs(&self) -> Result<FsConfig, DeviceConfigError> {
+        if self.tag.is_empty() {
+            return Err(DeviceConfigError::NoFsTag);
+        }
+        let socket = self
+            .socket
+            .clone()
+            .filter(|s| !s.as_os_str().is_empty())
+            .ok_or_else(|| DeviceConfigError::NoFsSocket(self.tag.clone()))?;
+        let fs = FsConfig {
+            tag: self.tag.clone(),
+            socket,
+            num_queues: self.num_queues,
+            queue_size: self.queue_size,
+            id: self.id.clone(),
+        };
+        crate::config::fs::validate(std::slice::from_ref(&fs)).map_err(|e| {
+            DeviceConfigError::Fs {
+                tag: self.tag.clone(),
+                why: e.to_string(),
+            }
+        })?;
+        Ok(fs)
     }
 }
 
@@ -115,6 +168,21 @@ mod tests {
         assert_eq!(d.to_disk(), Err(DeviceConfigError::NoDiskPath));
         let d: ApiDiskConfig = from_json(br#"{"path":"/s","vhost_user":true}"#).unwrap();
         assert!(matches!(d.to_disk(), Err(DeviceConfigError::VhostUser(_))));
+    }
+
+    #[test]
+    fn shares_take_cloud_hypervisor_defaults() {
+        let f: ApiFsConfig =
+            from_json(br#"{"tag":"kataShared","socket":"/run/vfs.sock","pci_segment":0}"#).unwrap();
+        let fs = f.to_fs().unwrap();
+        assert_eq!(fs.tag, "kataShared");
+        assert_eq!((fs.num_queues, fs.queue_size), (1, 1024));
+        let f: ApiFsConfig = from_json(br#"{"socket":"/s"}"#).unwrap();
+        assert_eq!(f.to_fs(), Err(DeviceConfigError::NoFsTag));
+        let f: ApiFsConfig = from_json(br#"{"tag":"t"}"#).unwrap();
+        assert_eq!(f.to_fs(), Err(DeviceConfigError::NoFsSocket("t".into())));
+        let f: ApiFsConfig = from_json(br#"{"tag":"t","socket":"/s","queue_size":1000}"#).unwrap();
+        assert!(matches!(f.to_fs(), Err(DeviceConfigError::Fs { .. })));
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub enum Request {
     VmDelete,
     VmPowerButton,
     VmAddDisk(devices::ApiDiskConfig),
-    VmAddFs(serde_json::Value),
+    VmAddFs(devices::ApiFsConfig),
     VmAddVsock(devices::ApiVsockConfig),
     VmRemoveDevice(String),
     VmmShutdown,

@@ -91,7 +91,7 @@ fn boot(
         std::fs::write(&p, data).unwrap();
         p
     });
-    let mem = create_guest_memory(MEM).unwrap();
+    let mem = create_guest_memory(MEM, false).unwrap();
     let src = BootSource {
         kernel: &kpath,
         initramfs: ipath.as_deref(),
@@ -199,7 +199,7 @@ fn bzimage_refusals_are_config_errors() {
 
 #[test]
 fn cmdline_longer_than_the_kernel_takes_is_refused() {
-    let mem = create_guest_memory(MEM).unwrap();
+    let mem = create_guest_memory(MEM, false).unwrap();
     assert!(matches!(
         write_cmdline(&mem, "0123456789", 9),
         Err(BootError::CmdlineTooLong { len: 10, max: 9 })
@@ -296,7 +296,7 @@ fn next(state: &mut u64) -> u64 {
 
 #[test]
 fn mutated_kernels_are_refused_or_loaded_never_panic() {
-    let mem = create_guest_memory(MEM).unwrap();
+    let mem = create_guest_memory(MEM, false).unwrap();
     let kpath = temp_path("mutated");
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let seeds = [

@@ -41,6 +41,24 @@ fn memory_sizes_in_both_spellings() {
 }
 
 #[test]
+fn memory_can_be_shared_with_backends() {
+    let spec = |t| parse_memory_spec(t);
+    assert_eq!(
+        spec("size=1G,shared=on"),
+        Ok(MemorySpec {
+            size: 1 << 30,
+            shared: true
+        })
+    );
+    assert_eq!(spec("256M,shared=off").map(|s| s.shared), Ok(false));
+    assert_eq!(spec("256M").map(|s| s.shared), Ok(false));
+    assert!(spec("256M,shared=maybe").is_err());
+    assert!(spec("256M,hugepages=on").is_err());
+    assert!(spec("shared=on").is_err(), "a size is required");
+    assert!(parse_memory("256M,shared=on").is_err());
+}
+
+#[test]
 fn cpus_in_both_spellings() {
     assert_eq!(parse_cpus("4"), Ok(4));
     assert_eq!(parse_cpus("boot=2"), Ok(2));

@@ -91,11 +91,11 @@ fn unsupported_requests_say_so_and_the_loop_keeps_going() {
         assert_eq!(err.code, ErrorCode::InvalidState, "{name}");
         assert!(err.message.contains(name), "{err:?}");
     }
-    let request = Request::VmAddFs(serde_json::json!({"tag": "t"}));
-    let name = request.name();
+    let request =
+        Request::VmAddFs(config::from_json(br#"{"tag":"t","socket":"/run/vfs.sock"}"#).unwrap());
     let err = call(&l.api, request).unwrap_err();
-    assert_eq!(err.code, ErrorCode::Unsupported, "{name}");
-    assert!(err.message.contains(name), "{err:?}");
+    assert_eq!(err.code, ErrorCode::InvalidState, "no VM to add a share to");
+    assert!(err.message.contains("vm.add-fs"), "{err:?}");
     let err = call(&l.api, Request::VmRemoveDevice("disk0".into())).unwrap_err();
     assert_eq!(err.code, ErrorCode::NotFound);
     call(&l.api, Request::VmmShutdown).unwrap();
