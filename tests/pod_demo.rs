@@ -1,7 +1,6 @@
 //! The pod demo end to end (the sequence `scripts/demo` runs after setup and build):
 //! `scripts/lib/pod_demo.py` drives this build's `podvisor --api-socket` through
-//! `sandbox.create` (disk, vsock agent channel, and the virtio-fs share when this build and host
-//! have it), `sandbox.start` waiting for the probe's `agent` scenario, requests over the
+//! `sandbox.create` (disk, vsock agent channel, virtio-fs share served by virtiofsd), `sandbox.start` waiting for the probe's `agent` scenario, requests over the
 //! hybrid-vsock socket checked against the host, and `sandbox.stop`. The script exits non-zero
 //! on any wrong answer, so the demo cannot rot silently.
 #![allow(clippy::unwrap_used, clippy::panic)] // reason: test file; a failed unwrap is the failure.
@@ -16,18 +15,19 @@ use podvisor_tests::probe::{probe_path, require_kvm};
 const PODVISOR: &str = env!("CARGO_BIN_EXE_podvisor");
 
 /// The virtiofsd that scripts/setup installs, if this build can use it.
-fn virtiofsd() -> Option<PathBuf> {
-    let cache = std::env::var_os("PODVISOR_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/podvisor")))?;
+/// The virtiofsd scripts/setup installs; the demo's share needs it.
+fn virtiofsd() -> PathBuf {
+    let cache = std::env::var_os("PODVISOR_CACHE").map_or_else(
+        || Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/podvisor"),
+        PathBuf::from,
+    );
     let bin = cache.join("virtiofsd/bin/virtiofsd");
-    let help = Command::new(PODVISOR)
-        .args(["run", "--help"])
-        .output()
-        .ok()?;
-    let has_fs = String::from_utf8_lossy(&help.stdout).contains("--fs")
-        || String::from_utf8_lossy(&help.stderr).contains("--fs");
-    (bin.exists() && has_fs).then_some(bin)
+    assert!(
+        bin.exists(),
+        "{} missing: scripts/setup installs virtiofsd",
+        bin.display()
+    );
+    bin
 }
 
 #[test]
@@ -74,12 +74,7 @@ fn run_demo(name: &str, guest: &[&OsStr]) {
         .arg("--work")
         .arg(&work)
         .args(["--disk-kib", "64"]);
-    let fs = virtiofsd();
-    if let Some(bin) = &fs {
-        cmd.arg("--virtiofsd").arg(bin);
-    } else {
-        println!("no virtio-fs in this build or no virtiofsd: the demo runs without a share");
-    }
+    cmd.arg("--virtiofsd").arg(virtiofsd());
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -99,7 +94,5 @@ fn run_demo(name: &str, guest: &[&OsStr]) {
         stdout.contains("sandbox.stop: VM ended (api_stop)"),
         "{context}"
     );
-    if fs.is_some() {
-        assert!(stdout.contains("> read hello.txt"), "{context}");
-    }
+    assert!(stdout.contains("> read hello.txt"), "{context}");
 }

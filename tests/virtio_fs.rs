@@ -3,6 +3,7 @@
 //!
 //! - the probe reads `in.bin` (its SHA-256 must match the host's), writes `out.txt` (the host
 //!   reads `probe-wrote-this`), and creates, renames and removes a directory (nothing is left);
+//!   then it resets the device and drives it again from scratch;
 //! - two shares with two tags: the probe picks the one named by `probe.fs-tag` and touches only
 //!   that directory;
 //! - killing one `virtiofsd` while the probe polls its share: the probe sees its requests fail
@@ -156,6 +157,7 @@ fn fs_rw_reads_writes_and_renames_through_virtiofsd() {
     let dir = share(&scratch, "share", 1);
     let daemon = start(&scratch, &dir, "share");
     let r = ProbeVm::new("fs-rw")
+        .param("probe.fs-reopen", 1)
         .arg("--fs")
         .arg(&fs_arg("hostshare", &daemon))
         .run(PODVISOR)
@@ -191,6 +193,14 @@ fn fs_rw_reads_writes_and_renames_through_virtiofsd() {
         leftovers(&dir).is_empty(),
         "left in the share: {:?}",
         leftovers(&dir)
+    );
+    // A device reset hands the queues back to the VMM and a second activation hands them to
+    // the backend again.
+    assert_eq!(
+        r.result("fs-reopen").as_deref(),
+        Some("ok"),
+        "{}",
+        r.describe()
     );
 }
 
@@ -369,6 +379,83 @@ fn shares_from_create_and_add_fs_reach_the_guest() {
         !first.join("out.txt").exists(),
         "the other share was written"
     );
+}
+
+#[test]
+fn the_api_reports_a_share_whose_backend_died_and_the_vm_runs_on() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let scratch = Scratch::new("fs", "api-fault").unwrap();
+    let dir = share(&scratch, "share", 1);
+    let mut daemon = start(&scratch, &dir, "share");
+    let mut vmm = api_client::Podvisor::spawn("fs-fault", &[]);
+    let console = vmm.file("console");
+    let mut config: serde_json::Value = serde_json::from_str(&api_client::probe_config(
+        "fs-rw",
+        "probe.fs-fault=1 probe.fs-timeout-ms=5000 probe.secs=60",
+        &console,
+    ))
+    .unwrap();
+    config["fs"] = serde_json::json!([{"tag": "vol", "socket": daemon.socket(), "id": "share0"}]);
+    assert_eq!(
+        vmm.call("PUT", "/api/v1/vm.create", &config.to_string())
+            .status,
+        204
+    );
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.boot", "").status, 204);
+    let state = |vmm: &api_client::Podvisor| {
+        let info = vmm.call("GET", "/api/v1/vm.info", "").json();
+        let devices = info["devices"].as_array().cloned().unwrap_or_default();
+        let share = devices.iter().find(|d| d["id"] == "share0").cloned();
+        share.map(|d| (d["bdf"].to_string(), d["state"].to_string()))
+    };
+    let end = Instant::now() + Duration::from_secs(90);
+    while !std::fs::read_to_string(&console)
+        .unwrap_or_default()
+        .contains("fs-ready=1")
+    {
+        assert!(
+            Instant::now() < end,
+            "probe never got ready\n{}",
+            vmm.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        state(&vmm),
+        Some(("\"0000:00:01.0\"".to_owned(), "\"ok\"".to_owned()))
+    );
+    daemon.kill();
+    let end = Instant::now() + Duration::from_secs(60);
+    while state(&vmm).map(|s| s.1) != Some("\"failed\"".to_owned()) {
+        assert!(
+            Instant::now() < end,
+            "never reported failed\n{}",
+            vmm.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The guest saw its requests fail and powered off cleanly: the VM itself was fine.
+    let status = vmm.wait_exit(api_client::PATIENCE);
+    let text = std::fs::read_to_string(&console).unwrap_or_default();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{text}\n{}",
+        vmm.stderr()
+    );
+    let fault = probe::parse_results(&text).get("fs-fault").cloned();
+    assert!(
+        matches!(fault.as_deref(), Some("errno" | "timeout" | "failed")),
+        "{text}"
+    );
+    let stderr = vmm.stderr();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("closed its socket"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one clear line: {stderr}");
 }
 
 /// Runs the `boot` scenario with `fs_args`; the VMM must refuse before the guest starts.

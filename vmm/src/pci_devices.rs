@@ -11,6 +11,7 @@
 //! complete table: the default IOAPIC/PIC routes of GSIs 0–23 plus every MSI route.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use devices::bus::{Bus, BusError};
@@ -190,11 +191,33 @@ impl IoEventRegistry for KvmIoEvents {
     }
 }
 
-/// Where each disk landed: its id and slot (`0000:00:<slot>.0`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where each device landed: its id and slot (`0000:00:<slot>.0`).
+#[derive(Debug, Clone, Default)]
 pub struct PlacedDevice {
     pub id: String,
     pub slot: u8,
+    /// For devices whose backend lives in another process: set once it went away, so the
+    /// API can report the device failed while the VM runs on.
+    pub failed: Option<Arc<AtomicBool>>,
+}
+
+impl PlacedDevice {
+    /// `0000:00:XX.0`, as shims read it back.
+    pub fn bdf(&self) -> String {
+        format!("0000:00:{:02x}.0", self.slot)
+    }
+
+    pub fn has_failed(&self) -> bool {
+        self.failed
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Acquire))
+    }
+}
+
+impl PartialEq for PlacedDevice {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.id, self.slot, self.has_failed()) == (&other.id, other.slot, other.has_failed())
+    }
 }
 
 /// The PCI devices a VM is configured with, in the order they take slots.
@@ -269,7 +292,11 @@ pub fn attach(
             disk.path.display(),
             if disk.readonly { ", read-only" } else { "" }
         );
-        placed.push(PlacedDevice { id, slot });
+        placed.push(PlacedDevice {
+            id,
+            slot,
+            failed: None,
+        });
     }
     if let Some(config) = vsock {
         let id = config.id.clone().unwrap_or_else(|| "vsock".to_owned());
@@ -280,7 +307,11 @@ pub fn attach(
             config.cid,
             config.socket.display()
         );
-        placed.push(PlacedDevice { id, slot });
+        placed.push(PlacedDevice {
+            id,
+            slot,
+            failed: None,
+        });
     }
     for (index, share) in shares.iter().enumerate() {
         let options = share.options(index);
@@ -289,6 +320,7 @@ pub fn attach(
                 tag: share.tag.clone(),
                 source,
             })?;
+        let failed = device.failed_flag();
         let (slot, bar) = slots.place(Box::new(device), &options.id)?;
         log::info!(
             "fs {} (tag {:?}, backend {}) at 0000:00:{slot:02x}.0, BAR 0 {bar:#x}",
@@ -299,6 +331,7 @@ pub fn attach(
         placed.push(PlacedDevice {
             id: options.id,
             slot,
+            failed: Some(failed),
         });
     }
     if let Some(config) = rng {
@@ -309,7 +342,11 @@ pub fn attach(
             "rng from {} at 0000:00:{slot:02x}.0, BAR 0 {bar:#x}",
             config.src.display()
         );
-        placed.push(PlacedDevice { id, slot });
+        placed.push(PlacedDevice {
+            id,
+            slot,
+            failed: None,
+        });
     }
     let root = Arc::new(root);
     let bus_err = |what| move |source| PciSetupError::Bus { what, source };

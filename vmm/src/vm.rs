@@ -176,6 +176,8 @@ pub struct Vm {
     console_input: Option<SharedSerial>,
     /// The ACPI Generic Event Device (power button).
     ged: Arc<Ged>,
+    /// The PCI devices and where they are, for the API.
+    devices: Arc<Vec<crate::pci_devices::PlacedDevice>>,
 }
 
 impl Vm {
@@ -233,7 +235,7 @@ impl Vm {
             ged,
         } = build_pio_bus(&vm_fd, serial_out, &control, &tx, markers)?;
         let mut mmio = Bus::new();
-        crate::pci_devices::attach(
+        let devices = crate::pci_devices::attach(
             &vm_fd,
             &memory,
             crate::pci_devices::DeviceSet::of(config),
@@ -267,6 +269,7 @@ impl Vm {
             _irqfds: irqfds,
             ged,
             console_input,
+            devices: Arc::new(devices),
         })
     }
 
@@ -281,6 +284,12 @@ impl Vm {
     /// The boot timeline, live while the VM runs.
     pub fn clock(&self) -> Arc<BootClock> {
         self.clock.clone()
+    }
+
+    /// The PCI devices with their slots and, for vhost-user devices, whether the backend has
+    /// gone; live for as long as anyone holds it.
+    pub fn devices(&self) -> Arc<Vec<crate::pci_devices::PlacedDevice>> {
+        self.devices.clone()
     }
 
     /// Runs the VM to its end. Returns why it ended; `Err` only if it could not start.

@@ -73,10 +73,12 @@ fn attached_disks_answer_through_both_configuration_doors_and_route_msis() {
         placed,
         vec![
             PlacedDevice {
+                failed: None,
                 id: "disk0".into(),
                 slot: 1
             },
             PlacedDevice {
+                failed: None,
                 id: "second".into(),
                 slot: 2
             }

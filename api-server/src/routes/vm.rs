@@ -40,6 +40,17 @@ struct VmInfo<'a> {
     config: &'a ApiVmConfig,
     state: VmState,
     memory_actual_size: u64,
+    /// Once booted: every PCI device, where it is, and whether it still works (a vhost-user
+    /// device fails when its backend goes away; the VM runs on).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    devices: Vec<DeviceInfo>,
+}
+
+#[derive(Serialize)]
+struct DeviceInfo {
+    id: String,
+    bdf: String,
+    state: &'static str,
 }
 
 /// `vm.remove-device`'s body.
@@ -91,6 +102,16 @@ fn info(call: &Call<'_>) -> HttpReply {
             config,
             state,
             memory_actual_size: config.memory.size,
+            devices: snapshot
+                .devices
+                .iter()
+                .flat_map(|d| d.iter())
+                .map(|d| DeviceInfo {
+                    id: d.id.clone(),
+                    bdf: d.bdf(),
+                    state: if d.has_failed() { "failed" } else { "ok" },
+                })
+                .collect(),
         }),
         _ => HttpReply::error(
             CH,

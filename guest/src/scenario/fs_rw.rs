@@ -2,7 +2,9 @@
 //! lowest slot) it reads `in.bin` (`fs-read-sha256`, `fs-read-bytes`), creates `out.txt`
 //! holding `probe-wrote-this` (`fs-write-bytes`), and creates, renames and removes a directory with a
 //! file created and unlinked inside (`fs-dir=ok`). Every share's tag is reported as `fsN-tag`
-//! (N in slot order), and `fs-shares`.
+//! (N in slot order), and `fs-shares`. With `probe.fs-reopen=1` it then resets every device
+//! and drives it again from scratch (a second activation, FUSE_INIT) and looks `out.txt` up
+//! on the chosen share (`fs-reopen=ok`).
 //!
 //! With `probe.fs-fault=1` it instead prints `fs-ready=1` after FUSE_INIT on every share and
 //! polls the chosen share (GETATTR of its root) until a request fails or `probe.secs` (60) pass,
@@ -191,7 +193,29 @@ pub fn run(ctx: &Context) -> Ending {
         Err(e) => return fail_client("lookup after rmdir", e),
         Ok(_) => return fail("fs: directory still there after rmdir"),
     }
+    if ctx.cmdline.get("probe.fs-reopen") == Some(b"1") {
+        return reopen(ctx, &clock, index);
+    }
     Ending::PowerOff
+}
+
+/// Resets and re-initialises every share (Shares::open starts each device with a status
+/// write of 0), then checks the chosen one still serves what was written.
+fn reopen(ctx: &Context, clock: &Clock, index: usize) -> Ending {
+    let Some(mut shares) = Shares::open(ctx, clock) else {
+        return fail("fs: the shares did not come back after a reset");
+    };
+    let Some(Some(session)) = shares.sessions.get_mut(index) else {
+        return fail("fs: the share did not come back after a reset");
+    };
+    match session.lookup(ROOT_ID, b"out.txt", clock) {
+        Ok(entry) if entry.attr.size == OUT_TEXT.len() as u64 => {
+            result("fs-reopen").s("ok").nl();
+            Ending::PowerOff
+        }
+        Ok(_) => fail("fs: out.txt has the wrong size after a reset"),
+        Err(e) => fail_client("lookup after reset", e),
+    }
 }
 
 fn fault(ctx: &Context, clock: &Clock, shares: &mut Shares, index: usize) -> Ending {

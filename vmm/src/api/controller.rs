@@ -275,6 +275,7 @@ impl Controller {
         let generation = self.generation;
         let handle = vm.handle();
         let clock = vm.clock();
+        let devices = vm.devices();
         let tx = self.tx.clone();
         let thread = std::thread::Builder::new()
             .name("vm".into())
@@ -303,6 +304,7 @@ impl Controller {
             s.exit = None;
             s.boot = Some(published);
             s.clock = Some(clock);
+            s.devices = Some(devices);
         });
         self.count("boots");
         self.event("vm", "booted", None);
@@ -423,6 +425,7 @@ impl Controller {
             s.config = None;
             s.sandbox = None;
             s.boot = None;
+            s.devices = None;
         });
         self.event("vm", "deleted", None);
     }
