@@ -2,7 +2,7 @@
 //! encoded and checked by `probe_parse::fuse`.
 
 use crate::clock::Clock;
-use crate::virtio_fs::{dma_buffer, FsDevice, FsError};
+use crate::virtio_fs::{dma_buffer, release_dma_buffer, FsDevice, FsError};
 use probe_parse::fuse::{self, EntryOut, FuseError, InitOut, Request, ROOT_ID};
 
 /// Bytes of file data per READ or WRITE.
@@ -62,6 +62,18 @@ impl Session {
             unique: 0,
             init: None,
         }
+    }
+
+    /// Resets the device and gives its rings and this session's buffers back to the DMA pool
+    /// (a hot-unplugged share). False if the device did not finish its reset; its memory then
+    /// stays out of the pool.
+    pub fn close(self, clock: &Clock) -> bool {
+        if !self.dev.close(clock) {
+            return false;
+        }
+        release_dma_buffer(self.request);
+        release_dma_buffer(self.reply);
+        true
     }
 
     /// Sends one request for `nodeid` and returns the reply payload.

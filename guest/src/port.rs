@@ -38,6 +38,16 @@ pub fn inb(port: u16) -> u8 {
     value
 }
 
+/// Reads a 32-bit value from an I/O port.
+pub fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: as for `inb`.
+    unsafe {
+        asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
+    }
+    value
+}
+
 /// Stops this CPU for good: interrupts off, then HLT in a loop (an NMI or SMI would resume it).
 pub fn halt_forever() -> ! {
     loop {

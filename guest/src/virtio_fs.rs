@@ -137,14 +137,17 @@ fn cfg_read(ecam: u64, function: DeviceFunction, reg: u8) -> u32 {
     read::<u32>(ecam + u64::from(Cam::Ecam.cam_offset(function, reg & !3)))
 }
 
-impl FsDevice {
-    /// Binds `function` (a 1af4:105a function on the bus behind `ecam`) and brings it up.
-    pub fn open(
-        root: &mut PciRoot<MmioCam<'static>>,
-        ecam: u64,
-        function: DeviceFunction,
-        timeout_ns: u64,
-    ) -> Result<Self, FsError> {
+/// Where a modern virtio-pci function's configuration structures are (VIRTIO 1.2 §4.1.4).
+struct Capabilities {
+    common: Option<u64>,
+    /// Notify base, offset multiplier and length.
+    notify: Option<(u64, u64, u64)>,
+    device: Option<u64>,
+}
+
+impl Capabilities {
+    /// Walks the vendor capabilities of `function`, with memory decoding and bus mastering on.
+    fn find(root: &mut PciRoot<MmioCam<'static>>, ecam: u64, function: DeviceFunction) -> Self {
         root.set_command(function, Command::MEMORY_SPACE | Command::BUS_MASTER);
         let mut common = None;
         let mut notify = None;
@@ -187,9 +190,54 @@ impl FsDevice {
         }
         // bar_info turns decoding off and back on; make sure it is on.
         root.set_command(function, Command::MEMORY_SPACE | Command::BUS_MASTER);
-        let common = common.ok_or(FsError::Capability(CFG_COMMON))?;
-        let notify = notify.ok_or(FsError::Capability(CFG_NOTIFY))?;
-        let device = device.ok_or(FsError::Capability(CFG_DEVICE))?;
+        Self {
+            common,
+            notify,
+            device,
+        }
+    }
+}
+
+/// Writes 0 to the device status of any modern virtio-pci function and waits (up to
+/// `timeout_ns`) until the device reads back 0, as VIRTIO 1.2 §4.1.4.3.2 asks before its
+/// memory may be reused. False if the function has no common configuration or did not finish.
+pub fn reset_function(
+    root: &mut PciRoot<MmioCam<'static>>,
+    ecam: u64,
+    function: DeviceFunction,
+    clock: &Clock,
+    timeout_ns: u64,
+) -> bool {
+    match Capabilities::find(root, ecam, function).common {
+        Some(common) => reset_common(common, clock, timeout_ns),
+        None => false,
+    }
+}
+
+fn reset_common(common: u64, clock: &Clock, timeout_ns: u64) -> bool {
+    write::<u8>(common + DEVICE_STATUS, 0);
+    let start = clock.now_ns();
+    while read::<u8>(common + DEVICE_STATUS) != 0 {
+        if clock.now_ns().wrapping_sub(start) > timeout_ns {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
+
+impl FsDevice {
+    /// Binds `function` (a 1af4:105a function on the bus behind `ecam`) and brings it up.
+    pub fn open(
+        root: &mut PciRoot<MmioCam<'static>>,
+        ecam: u64,
+        function: DeviceFunction,
+        timeout_ns: u64,
+    ) -> Result<Self, FsError> {
+        let caps = Capabilities::find(root, ecam, function);
+        let common = caps.common.ok_or(FsError::Capability(CFG_COMMON))?;
+        let notify = caps.notify.ok_or(FsError::Capability(CFG_NOTIFY))?;
+        let device = caps.device.ok_or(FsError::Capability(CFG_DEVICE))?;
 
         write::<u8>(common + DEVICE_STATUS, 0);
         write::<u8>(common + DEVICE_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
@@ -252,6 +300,21 @@ impl FsDevice {
             avail_idx: 0,
             used_idx: 0,
         })
+    }
+
+    /// Resets the device (bounded by the request wait) and gives its ring pages back to the DMA
+    /// pool. False if the device did not acknowledge the reset in time; its pages are then kept
+    /// out of the pool, since the device may still write to them.
+    pub fn close(self, clock: &Clock) -> bool {
+        if !reset_common(self.common, clock, self.timeout_ns) {
+            return false;
+        }
+        for q in [&self.queue, &self._hiprio] {
+            for page in [q.desc, q.avail, q.used] {
+                free_pages(page, 1);
+            }
+        }
+        true
     }
 
     /// The tag, without its NUL padding.
@@ -329,6 +392,20 @@ pub fn find(root: &PciRoot<MmioCam<'static>>, bus: u8) -> [Option<DeviceFunction
         *slot = Some(f);
     }
     found
+}
+
+fn free_pages(paddr: u64, pages: usize) {
+    let Some(vaddr) = core::ptr::NonNull::new(paddr as *mut u8) else {
+        return;
+    };
+    // SAFETY: `paddr` came from `ProbeHal::dma_alloc` with this page count, and the caller
+    // neither uses it again nor lets the (reset) device reach it.
+    unsafe { ProbeHal::dma_dealloc(paddr, vaddr, pages) };
+}
+
+/// Gives a [`dma_buffer`] back to the DMA pool once no device can reach it any more.
+pub fn release_dma_buffer(buffer: &'static mut [u8]) {
+    free_pages(buffer.as_mut_ptr() as u64, buffer.len() / PAGE_SIZE);
 }
 
 /// Reply and request buffers: page-aligned DMA memory, allocated once for the whole run.

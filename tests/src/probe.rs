@@ -32,6 +32,7 @@
 //! | `rng` | (`--rng src=PATH` on the VMM) | `rng-bdf`, `rng-bytes`, `rng-nonzero`, `rng-differ` (two 64-byte reads) | power-off (0) |
 //! | `vsock-echo` | `probe.secs=N` (300), `probe.vsock-listen-delay-ms=N`, `probe.vsock-source-mib=N` | `vsock-bdf`, `vsock-cid`, `vsock-accepted`, `vsock-echo-bytes`, `vsock-hello`, `vsock-end` (echo on port 1024, ends on a connection to 1025; see `guest/src/scenario/vsock_echo.rs`) | power-off (0) |
 //! | `fs-rw` | `probe.fs-tag=TAG`, `probe.fs-fault=1`, `probe.fs-timeout-ms=N` (10000), `probe.secs=N` (60, fault mode) | `fsN-tag`, `fs-shares`, `fs-minor`, `fs-read-sha256`, `fs-read-bytes`, `fs-write-bytes`, `fs-dir`; fault mode: `fs-ready`, `fs-fault`, `fs-other-share` (FUSE over virtio-fs; see `guest/src/scenario/fs_rw.rs`) | power-off (0) |
+//! | `hotplug` | `probe.secs=N` (60), `probe.hotplug-events=N`, `probe.hash-kib=N` (8192), `probe.fs-timeout-ms=N` (10000) | `hotplug-ready=PRESENT` (8 hex digits), then per event `hotplug-N=add,SS,VVVV:DDDD[,sha256=HEX\|,error=TEXT]` or `hotplug-N=eject,SS` (polls the hot-plug registers at 0xae00; virtio-blk: SHA-256 of the first `hash-kib` KiB, virtio-fs: of `in.bin`; see `guest/src/scenario/hotplug.rs`) | power-off (0) |
 //! | `agent` | `probe.secs=N` (3600), `probe.fs-tag=TAG` | `agent-port`, `agent-requests`, `agent-end` (line requests on vsock port 1024: `echo`, `disk-sha256`, `read`, `poweroff`; see `guest/src/scenario/agent.rs`) | power-off (0) |
 //!
 //! An unknown scenario, and any exception or panic in the probe, gives a `PROBE-ERROR` line and
@@ -47,6 +48,8 @@ use std::time::Duration;
 mod agent_tests;
 #[cfg(test)]
 mod fuse_tests;
+#[cfg(test)]
+mod hotplug_tests;
 #[cfg(test)]
 mod parse_tests;
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod acpi;
 pub mod agent;
 pub mod cmdline;
 pub mod fuse;
+pub mod hotplug;
 pub mod phys;
 pub mod report;
 pub mod start_info;

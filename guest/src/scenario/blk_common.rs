@@ -6,6 +6,7 @@
 use super::Context;
 use crate::acpi::{mcfg_windows, AcpiError, Tables};
 use crate::dma::ProbeHal;
+use probe_parse::acpi::Ecam;
 use crate::serial::{error, result};
 use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::transport::pci::bus::{Cam, Command, DeviceFunction, MmioCam, PciRoot};
@@ -41,28 +42,7 @@ impl Disks {
 
     /// The same for the virtio functions of another device type.
     pub fn discover_kind(ctx: &Context, kind: DeviceType) -> Option<Self> {
-        let window = Tables::discover(&crate::identity::MEMORY, ctx.rsdp_hint())
-            .and_then(|t| t.find(b"MCFG"))
-            .and_then(|mcfg| {
-                mcfg_windows(&mcfg)
-                    .next()
-                    .unwrap_or(Err(AcpiError::Missing(*b"MCFG")))
-            });
-        let ecam = match window {
-            Ok(w) => w,
-            Err(e) => {
-                e.report(error()).nl();
-                return None;
-            }
-        };
-        // The driver may index the whole 256 MiB ECAM window of the bus range.
-        if crate::identity::region(ecam.base, 256 << 20).is_err() {
-            return fail("blk: ECAM window outside the identity map");
-        }
-        // SAFETY: the MCFG names this as the ECAM window, it is identity-mapped (checked
-        // above) and 1 MiB aligned, and nothing else in the probe touches it meanwhile.
-        let cam = unsafe { MmioCam::new(ecam.base as *mut u8, Cam::Ecam) };
-        let mut root = PciRoot::new(cam);
+        let (root, ecam) = pci_root(ctx)?;
         let mut found = [None; MAX_DISKS];
         let blocks = root
             .enumerate_bus(ecam.start_bus)
@@ -95,13 +75,56 @@ impl Disks {
         result(key)
             .bdf(function.bus, function.device, function.function)
             .nl();
-        self.root
-            .set_command(function, Command::MEMORY_SPACE | Command::BUS_MASTER);
-        match PciTransport::new::<ProbeHal, _>(&mut self.root, function) {
+        match transport(&mut self.root, function) {
             Ok(transport) => Some(transport),
-            Err(_) => fail("virtio: the function's PCI capabilities are unusable"),
+            Err(what) => fail(what),
         }
     }
+}
+
+/// The first ECAM window of the MCFG as a PCI root, or `None` after reporting why not.
+pub fn pci_root(ctx: &Context) -> Option<(PciRoot<MmioCam<'static>>, Ecam)> {
+    let window = Tables::discover(&crate::identity::MEMORY, ctx.rsdp_hint())
+        .and_then(|t| t.find(b"MCFG"))
+        .and_then(|mcfg| {
+            mcfg_windows(&mcfg)
+                .next()
+                .unwrap_or(Err(AcpiError::Missing(*b"MCFG")))
+        });
+    let ecam = match window {
+        Ok(w) => w,
+        Err(e) => {
+            e.report(error()).nl();
+            return None;
+        }
+    };
+    // The driver may index the whole 256 MiB ECAM window of the bus range.
+    if crate::identity::region(ecam.base, 256 << 20).is_err() {
+        return fail("blk: ECAM window outside the identity map");
+    }
+    // SAFETY: the MCFG names this as the ECAM window, it is identity-mapped (checked
+    // above) and 1 MiB aligned, and nothing else in the probe touches it meanwhile.
+    let cam = unsafe { MmioCam::new(ecam.base as *mut u8, Cam::Ecam) };
+    Some((PciRoot::new(cam), ecam))
+}
+
+/// The PCI transport of a virtio function, with memory decoding and bus mastering on.
+pub fn transport(
+    root: &mut PciRoot<MmioCam<'static>>,
+    function: DeviceFunction,
+) -> Result<PciTransport, &'static str> {
+    root.set_command(function, Command::MEMORY_SPACE | Command::BUS_MASTER);
+    PciTransport::new::<ProbeHal, _>(root, function)
+        .map_err(|_| "virtio: the function's PCI capabilities are unusable")
+}
+
+/// Binds a virtio-blk function.
+pub fn open_function(
+    root: &mut PciRoot<MmioCam<'static>>,
+    function: DeviceFunction,
+) -> Result<Blk, &'static str> {
+    VirtIOBlk::<ProbeHal, _>::new(transport(root, function)?)
+        .map_err(|_| "blk: device initialisation failed")
 }
 
 /// xorshift64*: the bytes `blk-write` writes, reproducible from the seed.

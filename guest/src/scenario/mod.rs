@@ -10,6 +10,7 @@ mod blk_write;
 mod boot;
 mod fs_bench;
 mod fs_rw;
+mod hotplug;
 mod idle;
 mod memory;
 mod page_fault;
@@ -124,6 +125,10 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "fs-rw",
         run: fs_rw::run,
+    },
+    Scenario {
+        name: "hotplug",
+        run: hotplug::run,
     },
 ];
 
