@@ -14,6 +14,8 @@ pub const EJECT: u16 = BASE + 8;
 pub const PRESENT: u16 = BASE + 12;
 /// What PRESENT reads as when no controller decodes the ports.
 pub const NO_CONTROLLER: u32 = 0xffff_ffff;
+/// Slot 0 holds the host bridge, which is never plugged or ejected.
+const HOST_BRIDGE: u32 = 1;
 
 /// The set bits of a slot bitmap, lowest slot first.
 pub fn slots(bitmap: u32) -> Slots {
@@ -59,8 +61,11 @@ impl Tracker {
     }
 
     /// Turns one read of UP and DOWN into work. An acknowledged slot is forgotten once the host
-    /// clears its DOWN bit or a device appears in it again.
+    /// clears its DOWN bit or a device appears in it again. A register reading all ones is not
+    /// decoded (no controller answered) and counts as empty; the host bridge's bit is ignored.
     pub fn poll(&mut self, up: u32, down: u32) -> Work {
+        let decoded = |v: u32| if v == NO_CONTROLLER { 0 } else { v & !HOST_BRIDGE };
+        let (up, down) = (decoded(up), decoded(down));
         self.acknowledged &= down & !up;
         Work {
             add: up,

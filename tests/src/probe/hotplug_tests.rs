@@ -40,5 +40,13 @@ fn a_slot_is_ejectable_again_after_the_host_cleared_down_or_re_added() {
 fn acknowledging_an_impossible_slot_is_ignored() {
     let mut t = Tracker::new();
     t.acknowledged(200);
-    assert_eq!(t.poll(0, u32::MAX), Work { add: 0, eject: u32::MAX });
+    assert_eq!(t.poll(0, 0xffff_fffe), Work { add: 0, eject: 0xffff_fffe });
+}
+
+#[test]
+fn undecoded_registers_and_the_host_bridge_give_no_work() {
+    let mut t = Tracker::new();
+    assert_eq!(t.poll(u32::MAX, u32::MAX), Work::default());
+    assert_eq!(t.poll(1, 1), Work::default());
+    assert_eq!(t.poll(0b11, 0b101), Work { add: 0b10, eject: 0b100 });
 }
