@@ -116,6 +116,15 @@ struct Queue {
     used_idx: u16,
 }
 
+impl Queue {
+    /// Gives the ring pages back to the DMA pool; the device must no longer use them.
+    fn free(&self) {
+        for page in [self.desc, self.avail, self.used] {
+            free_pages(page, 1);
+        }
+    }
+}
+
 fn dma_page() -> u64 {
     let (paddr, _) = ProbeHal::dma_alloc(1, BufferDirection::Both);
     paddr
@@ -255,7 +264,16 @@ impl FsDevice {
             return Err(FsError::Features);
         }
         let hiprio = Self::setup_queue(common, notify, HIPRIO_QUEUE)?;
-        let queue = Self::setup_queue(common, notify, REQUEST_QUEUE)?;
+        let queue = match Self::setup_queue(common, notify, REQUEST_QUEUE) {
+            Ok(q) => q,
+            Err(e) => {
+                // Before DRIVER_OK the device uses no ring, so after a reset the hiprio pages
+                // can go back to the pool (a hot-plug loop retries failing devices).
+                write::<u8>(common + DEVICE_STATUS, 0);
+                hiprio.free();
+                return Err(e);
+            }
+        };
         let mut tag = [0u8; TAG_LEN];
         for (i, b) in tag.iter_mut().enumerate() {
             *b = read::<u8>(device + i as u64);
@@ -285,8 +303,15 @@ impl FsDevice {
         write::<u64>(common + QUEUE_DESC, desc);
         write::<u64>(common + QUEUE_DRIVER, avail);
         write::<u64>(common + QUEUE_DEVICE, used);
-        let off = u64::from(read::<u16>(common + QUEUE_NOTIFY_OFF)) * notify.1;
-        if off + 2 > notify.2 {
+        let off = u64::from(read::<u16>(common + QUEUE_NOTIFY_OFF)).saturating_mul(notify.1);
+        if off.saturating_add(2) > notify.2 {
+            // Not enabled, so the device never used these pages.
+            for reg in [QUEUE_DESC, QUEUE_DRIVER, QUEUE_DEVICE] {
+                write::<u64>(common + reg, 0);
+            }
+            for page in [desc, avail, used] {
+                free_pages(page, 1);
+            }
             return Err(FsError::Capability(CFG_NOTIFY));
         }
         write::<u16>(common + QUEUE_ENABLE, 1);
@@ -309,11 +334,8 @@ impl FsDevice {
         if !reset_common(self.common, clock, self.timeout_ns) {
             return false;
         }
-        for q in [&self.queue, &self._hiprio] {
-            for page in [q.desc, q.avail, q.used] {
-                free_pages(page, 1);
-            }
-        }
+        self.queue.free();
+        self._hiprio.free();
         true
     }
 
