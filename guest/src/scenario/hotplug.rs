@@ -299,7 +299,15 @@ impl Watcher<'_> {
         let Some(bound) = self.bound.get_mut(usize::from(slot)) else {
             return true;
         };
-        match core::mem::replace(bound, Bound::Empty) {
+        let state = core::mem::replace(bound, Bound::Empty);
+        match state {
+            // The host took the device away without an eject (a new one arrived in its slot
+            // unannounced): nothing is left to reset, and dropping the driver would wait for
+            // a status register that may never read 0 again. Its memory stays allocated.
+            Bound::Disk(blk) if self.ids(slot).0 != VIRTIO_VENDOR => {
+                core::mem::forget(blk);
+                true
+            }
             // The transport writes device status 0 and waits for it when dropped.
             Bound::Disk(blk) => {
                 drop(blk);
