@@ -15,17 +15,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use devices::bus::{Bus, BusError};
-use devices::pci::msix::{MsiMessage, MsiRouter, MsixVector};
+use devices::pci::hotplug::{
+    EjectHandler, HotplugController, HotplugPorts, HOTPLUG_PORT, HOTPLUG_PORT_LEN,
+};
+use devices::pci::msix::{MsiMessage, MsiRouter};
 use devices::pci::root::{
-    PciConfigIo, PciConfigMmio, PciMmioWindow, PciRoot, PciRootError, PCI_CONFIG_IO_PORT,
+    PciConfigIo, PciConfigMmio, PciMmioWindow, PciRootError, PCI_CONFIG_IO_PORT,
     PCI_CONFIG_IO_PORT_LEN,
 };
-use devices::pci::{AllocError, BarAllocator};
-use devices::virtio::block::backend::{BackendError, FileDisk};
-use devices::virtio::block::{Block, BlockError, BlockOptions};
-use devices::virtio::pci::{IoEventRegistry, TransportError, VirtioPciDevice, BAR_SIZE};
-use devices::virtio::vsock::{Vsock, VsockError};
-use devices::virtio::VirtioDevice;
+use devices::virtio::block::backend::BackendError;
+use devices::virtio::block::BlockError;
+use devices::virtio::pci::{IoEventRegistry, TransportError};
+use devices::virtio::vsock::VsockError;
 use kvm_bindings::{
     kvm_irq_routing_entry, kvm_irq_routing_irqchip, kvm_irq_routing_msi, KvmIrqRouting,
     KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP,
@@ -40,6 +41,7 @@ use crate::config::fs::FsConfig;
 use crate::config::rng::RngConfig;
 use crate::config::vsock::VsockConfig;
 use crate::layout;
+use crate::pci_bus::{DeviceSpec, PciBus};
 
 /// The last bus number the ECAM window covers: only the root bus exists.
 pub const LAST_BUS: u8 = 0;
@@ -68,8 +70,10 @@ pub enum PciSetupError {
     },
     #[error("rng: {0}")]
     Rng(#[from] devices::virtio::rng::RngError),
-    #[error("BAR space: {0}")]
-    Alloc(#[from] AllocError),
+    #[error("a device named {0:?} already exists")]
+    DuplicateId(String),
+    #[error("the VM already has a {0} device")]
+    AlreadyPresent(&'static str),
     #[error(transparent)]
     Slots(#[from] PciRootError),
     #[error("cannot create an MSI-X eventfd: {0}")]
@@ -240,115 +244,41 @@ impl<'a> DeviceSet<'a> {
     }
 }
 
-/// Builds the root bus with the configured devices and puts the configuration ports on `pio`
-/// and ECAM and the BAR window on `mmio`.
+/// Builds the root bus with the configured devices (in [`DeviceSet`] order, so slots are
+/// stable), puts the configuration ports and the hot-plug registers on `pio` and ECAM and the
+/// BAR window on `mmio`. `on_eject` is called with the slots the guest released.
 pub fn attach(
     vm: &Arc<VmFd>,
     mem: &GuestMemoryMmap,
     set: DeviceSet<'_>,
     pio: &mut Bus,
     mmio: &mut Bus,
-) -> Result<Vec<PlacedDevice>, PciSetupError> {
-    let DeviceSet {
-        disks,
-        vsock,
-        shares,
-        rng,
-    } = set;
+    on_eject: EjectHandler,
+) -> Result<(PciBus, Arc<HotplugController>), PciSetupError> {
     let router: Arc<dyn MsiRouter> = Arc::new(KvmMsiRouter::new(vm.clone()));
     let ioevents: Arc<dyn IoEventRegistry> = Arc::new(KvmIoEvents { vm: vm.clone() });
-    let mut bars = BarAllocator::new(layout::MMIO32_DEVICES_START, layout::MMIO32_DEVICES_END);
-    let mut next_gsi = FIRST_MSI_GSI;
-    let mut root = PciRoot::new();
-    let mut placed = Vec::new();
-    let mut slots = Slots {
-        vm,
-        mem,
-        router: &router,
-        ioevents: &ioevents,
-        bars: &mut bars,
-        next_gsi: &mut next_gsi,
-        root: &mut root,
-    };
-    for (index, disk) in disks.iter().enumerate() {
-        let id = disk.id_or_default(index);
-        let backend = FileDisk::open(&disk.path, disk.readonly)?;
-        let block = Block::new(
-            BlockOptions {
-                id: id.clone(),
-                readonly: disk.readonly,
-                num_queues: disk.num_queues,
-                queue_size: disk.queue_size,
-            },
-            Box::new(backend),
-        )
-        .map_err(|source| PciSetupError::Block {
-            id: id.clone(),
-            source,
-        })?;
-        let (slot, bar) = slots.place(Box::new(block), &id)?;
-        log::info!(
-            "disk {id} ({}{}) at 0000:00:{slot:02x}.0, BAR 0 {bar:#x}",
-            disk.path.display(),
-            if disk.readonly { ", read-only" } else { "" }
-        );
-        placed.push(PlacedDevice {
-            id,
-            slot,
-            failed: None,
-        });
+    let mut bus = PciBus::new(vm.clone(), mem.clone(), router, ioevents);
+    let specs = set
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(index, disk)| {
+            let mut disk = disk.clone();
+            disk.id = Some(disk.id_or_default(index));
+            DeviceSpec::Disk(disk)
+        })
+        .chain(set.vsock.cloned().map(DeviceSpec::Vsock))
+        .chain(set.shares.iter().enumerate().map(|(index, share)| {
+            let mut share = share.clone();
+            share.id = Some(share.id_or_default(index));
+            DeviceSpec::Fs(share)
+        }))
+        .chain(set.rng.cloned().map(DeviceSpec::Rng));
+    for spec in specs {
+        bus.add(&spec)?;
     }
-    if let Some(config) = vsock {
-        let id = config.id.clone().unwrap_or_else(|| "vsock".to_owned());
-        let device = Vsock::new(config.cid, config.socket.clone())?;
-        let (slot, bar) = slots.place(Box::new(device), &id)?;
-        log::info!(
-            "vsock cid {} on {} at 0000:00:{slot:02x}.0, BAR 0 {bar:#x}",
-            config.cid,
-            config.socket.display()
-        );
-        placed.push(PlacedDevice {
-            id,
-            slot,
-            failed: None,
-        });
-    }
-    for (index, share) in shares.iter().enumerate() {
-        let options = share.options(index);
-        let device =
-            devices::virtio::fs::Fs::connect(&options).map_err(|source| PciSetupError::Fs {
-                tag: share.tag.clone(),
-                source,
-            })?;
-        let failed = device.failed_flag();
-        let (slot, bar) = slots.place(Box::new(device), &options.id)?;
-        log::info!(
-            "fs {} (tag {:?}, backend {}) at 0000:00:{slot:02x}.0, BAR 0 {bar:#x}",
-            options.id,
-            share.tag,
-            share.socket.display()
-        );
-        placed.push(PlacedDevice {
-            id: options.id,
-            slot,
-            failed: Some(failed),
-        });
-    }
-    if let Some(config) = rng {
-        let id = "rng".to_owned();
-        let device = devices::virtio::rng::Rng::open(id.clone(), &config.src)?;
-        let (slot, bar) = slots.place(Box::new(device), &id)?;
-        log::info!(
-            "rng from {} at 0000:00:{slot:02x}.0, BAR 0 {bar:#x}",
-            config.src.display()
-        );
-        placed.push(PlacedDevice {
-            id,
-            slot,
-            failed: None,
-        });
-    }
-    let root = Arc::new(root);
+    let root = bus.root();
+    let hotplug = HotplugController::new(bus.present(), on_eject);
     let bus_err = |what| move |source| PciSetupError::Bus { what, source };
     pio.insert(
         Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
@@ -356,6 +286,12 @@ pub fn attach(
         u64::from(PCI_CONFIG_IO_PORT_LEN),
     )
     .map_err(bus_err("PCI configuration ports"))?;
+    pio.insert(
+        Arc::new(Mutex::new(HotplugPorts(hotplug.clone()))),
+        u64::from(HOTPLUG_PORT),
+        u64::from(HOTPLUG_PORT_LEN),
+    )
+    .map_err(bus_err("PCI hot-plug registers"))?;
     mmio.insert(
         Arc::new(Mutex::new(PciConfigMmio::new(root.clone()))),
         layout::PCI_MMCONFIG_START,
@@ -371,68 +307,7 @@ pub fn attach(
         layout::MMIO32_DEVICES_END - layout::MMIO32_DEVICES_START,
     )
     .map_err(bus_err("PCI BAR window"))?;
-    Ok(placed)
-}
-
-/// What placing one more virtio function on the root bus takes from the VM.
-struct Slots<'a> {
-    vm: &'a Arc<VmFd>,
-    mem: &'a GuestMemoryMmap,
-    router: &'a Arc<dyn MsiRouter>,
-    ioevents: &'a Arc<dyn IoEventRegistry>,
-    bars: &'a mut BarAllocator,
-    next_gsi: &'a mut u32,
-    root: &'a mut PciRoot,
-}
-
-impl Slots<'_> {
-    /// Wraps `device` in the virtio-pci transport with its MSI-X GSIs and a BAR, and puts it
-    /// in the next free slot; returns the slot and the BAR address.
-    fn place(
-        &mut self,
-        device: Box<dyn VirtioDevice>,
-        id: &str,
-    ) -> Result<(u8, u64), PciSetupError> {
-        let vectors = msix_vectors(self.vm, device.as_ref(), self.next_gsi)?;
-        let bar = self.bars.allocate(BAR_SIZE)?;
-        let device = VirtioPciDevice::new(
-            device,
-            self.mem.clone(),
-            bar as u32,
-            vectors,
-            self.router.clone(),
-            Some(self.ioevents.clone()),
-        )
-        .map_err(|source| PciSetupError::DeviceTransport {
-            id: id.to_owned(),
-            source,
-        })?;
-        let slot = self.root.add_device(Arc::new(Mutex::new(device)))?;
-        Ok((slot, bar))
-    }
-}
-
-/// One irqfd-backed GSI per MSI-X vector `device` needs, from `next_gsi` up.
-fn msix_vectors(
-    vm: &VmFd,
-    device: &dyn VirtioDevice,
-    next_gsi: &mut u32,
-) -> Result<Vec<MsixVector>, PciSetupError> {
-    let mut vectors = Vec::new();
-    for _ in 0..VirtioPciDevice::vectors_needed(device) {
-        let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(PciSetupError::EventFd)?;
-        vm.register_irqfd(&irqfd, *next_gsi)
-            .map_err(|source| PciSetupError::Kvm {
-                op: "KVM_IRQFD (MSI-X)",
-                source,
-            })?;
-        vectors.push(MsixVector {
-            gsi: *next_gsi,
-            irqfd,
-        });
-        *next_gsi += 1;
-    }
-    Ok(vectors)
+    Ok((bus, hotplug))
 }
 
 #[cfg(test)]

@@ -56,6 +56,8 @@ pub enum VmEvent {
     Pause(Sender<bool>),
     /// The host asks parked vCPUs to run again; the reply comes once the request is set.
     Resume(Sender<bool>),
+    /// A device is added or removed, or the guest released one.
+    Hotplug(crate::hotplug::HotplugRequest),
 }
 
 /// Shared between the control loop, the vCPU threads and the device callbacks.

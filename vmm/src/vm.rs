@@ -29,8 +29,11 @@ use crate::config::{ConfigError, HostLimits, SerialOutput, VmConfig, MAX_VCPUS};
 use crate::console::{self, SharedSerial};
 use crate::cpu::{self, CpuError, EntryMode, VcpuSetup};
 use crate::exit::{ExitReason, EXIT_INTERNAL_ERROR, EXIT_INVALID_CONFIG};
+use crate::hotplug::{Hotplug, HotplugError, HotplugRequest};
 use crate::layout;
 use crate::memory::{self, MemoryError};
+use crate::pci_bus::{DeviceList, DeviceSpec, PciBus};
+use crate::pci_devices::PlacedDevice;
 use crate::vcpu::{self, RunControl, Vcpu, VcpuError, VmEvent};
 
 /// How often stragglers are kicked again while the VM stops or pauses.
@@ -148,6 +151,26 @@ impl VmHandle {
             })
     }
 
+    /// Puts a device on the running VM's bus and tells the guest; returns where it landed.
+    pub fn add_device(&self, spec: DeviceSpec) -> Result<PlacedDevice, HotplugError> {
+        let (reply, answer) = mpsc::channel();
+        self.events
+            .send(VmEvent::Hotplug(HotplugRequest::Add { spec, reply }))
+            .map_err(|_| HotplugError::NotRunning)?;
+        answer.recv().map_err(|_| HotplugError::NotRunning)?
+    }
+
+    /// Asks the guest to release device `id` and returns once it did and the device is gone
+    /// (or with [`HotplugError::EjectTimeout`]).
+    pub fn remove_device(&self, id: &str) -> Result<(), HotplugError> {
+        let (reply, answer) = mpsc::channel();
+        let id = id.to_owned();
+        self.events
+            .send(VmEvent::Hotplug(HotplugRequest::Remove { id, reply }))
+            .map_err(|_| HotplugError::NotRunning)?;
+        answer.recv().map_err(|_| HotplugError::NotRunning)?
+    }
+
     fn request(&self, event: fn(Sender<bool>) -> VmEvent) -> Result<bool, VmError> {
         let (reply, answer) = mpsc::channel();
         self.events
@@ -176,8 +199,10 @@ pub struct Vm {
     console_input: Option<SharedSerial>,
     /// The ACPI Generic Event Device (power button).
     ged: Arc<Ged>,
-    /// The PCI devices and where they are, for the API.
-    devices: Arc<Vec<crate::pci_devices::PlacedDevice>>,
+    /// The root bus; devices come and go at run time through [`VmHandle::add_device`] and
+    /// [`VmHandle::remove_device`].
+    bus: PciBus,
+    hotplug: Hotplug,
 }
 
 impl Vm {
@@ -235,13 +260,23 @@ impl Vm {
             ged,
         } = build_pio_bus(&vm_fd, serial_out, &control, &tx, markers)?;
         let mut mmio = Bus::new();
-        let devices = crate::pci_devices::attach(
+        let eject_tx = Mutex::new(tx.clone());
+        let on_eject = Box::new(move |slots: u32| {
+            let tx = eject_tx
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // A closed channel means the VM is being torn down; nothing to remove then.
+            let _ = tx.send(VmEvent::Hotplug(HotplugRequest::Ejected(slots)));
+        });
+        let (bus, controller) = crate::pci_devices::attach(
             &vm_fd,
             &memory,
             crate::pci_devices::DeviceSet::of(config),
             &mut pio,
             &mut mmio,
+            on_eject,
         )?;
+        let hotplug = Hotplug::new(controller, ged.clone());
         // Only a console on the terminal takes input; file and off are output-only.
         let console_input = uart.filter(|_| config.serial == SerialOutput::Stdout);
         let shared = VcpuShared {
@@ -269,7 +304,8 @@ impl Vm {
             _irqfds: irqfds,
             ged,
             console_input,
-            devices: Arc::new(devices),
+            bus,
+            hotplug,
         })
     }
 
@@ -288,8 +324,8 @@ impl Vm {
 
     /// The PCI devices with their slots and, for vhost-user devices, whether the backend has
     /// gone; live for as long as anyone holds it.
-    pub fn devices(&self) -> Arc<Vec<crate::pci_devices::PlacedDevice>> {
-        self.devices.clone()
+    pub fn devices(&self) -> Arc<DeviceList> {
+        self.bus.list()
     }
 
     /// Runs the VM to its end. Returns why it ended; `Err` only if it could not start.
@@ -329,11 +365,26 @@ impl Vm {
         reason.ok_or(VmError::VcpusVanished)
     }
 
-    /// Blocks until something ends the VM.
-    fn wait_for_end(&self, threads: &[(u32, JoinHandle<()>)]) -> Option<ExitReason> {
+    /// Blocks until something ends the VM, serving host requests meanwhile.
+    fn wait_for_end(&mut self, threads: &[(u32, JoinHandle<()>)]) -> Option<ExitReason> {
         let mut running = threads.len();
         while running > 0 {
-            match self.events.recv().ok()? {
+            let event = match self.hotplug.next_deadline() {
+                None => self.events.recv().ok()?,
+                Some(deadline) => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    match self.events.recv_timeout(wait) {
+                        Ok(event) => event,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.hotplug.expire(Instant::now());
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => return None,
+                    }
+                }
+            };
+            match event {
+                VmEvent::Hotplug(request) => self.hotplug.handle(&mut self.bus, request),
                 VmEvent::Guest(GuestRequest::PowerOff) => return Some(ExitReason::PowerOff),
                 VmEvent::Guest(GuestRequest::Reset) => return Some(ExitReason::Reboot),
                 VmEvent::Exit { reason, .. } => return Some(reason),

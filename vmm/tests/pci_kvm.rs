@@ -67,8 +67,10 @@ fn attached_disks_answer_through_both_configuration_doors_and_route_msis() {
         },
         &mut pio,
         &mut mmio,
+        Box::new(|_| {}),
     )
     .unwrap();
+    let placed = placed.0.list().snapshot();
     assert_eq!(
         placed,
         vec![

@@ -101,7 +101,7 @@ fn devices(console: Console) -> Devices {
         None,
     )
     .unwrap();
-    let mut root = PciRoot::new();
+    let root = PciRoot::new();
     root.add_device(Arc::new(Mutex::new(dev))).unwrap();
     let root = Arc::new(root);
     let mut pio = Bus::new();

@@ -105,7 +105,7 @@ fn info(call: &Call<'_>) -> HttpReply {
             devices: snapshot
                 .devices
                 .iter()
-                .flat_map(|d| d.iter())
+                .flat_map(|d| d.snapshot())
                 .map(|d| DeviceInfo {
                     id: d.id.clone(),
                     bdf: d.bdf(),

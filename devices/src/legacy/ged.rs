@@ -20,6 +20,9 @@ pub const GED_PORT_LEN: u16 = 1;
 pub const GED_IRQ: u32 = 5;
 /// Event bit: the power button was pressed.
 pub const EVENT_POWER_BUTTON: u8 = 1 << 0;
+/// Event bit: a PCI slot gained a device or the host asks for one to be ejected (the DSDT's
+/// `\_SB_.PCI0.PCNT` reads the hot-plug registers and notifies the slots).
+pub const EVENT_PCI_HOTPLUG: u8 = 1 << 1;
 
 /// The guest-visible register, shared with whoever raises events.
 pub struct Ged {

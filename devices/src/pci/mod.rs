@@ -9,6 +9,7 @@
 //! (mechanism #1), §6.1–6.2 (header, BARs); PCI Express Base 4.0 §7.2.2 (ECAM).
 
 pub mod config;
+pub mod hotplug;
 pub mod msix;
 pub mod root;
 

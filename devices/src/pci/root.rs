@@ -1,9 +1,10 @@
 //! The root bus (segment 0, bus 0) and its three doors: the legacy configuration mechanism #1
 //! ports, the ECAM (MMCONFIG) window, and the 32-bit MMIO window through which BARs decode.
 //!
-//! Slot 0 is the host bridge; devices take slots 1, 2, … in the order they are added, so a
-//! configuration always yields the same `0000:00:XX.0` addresses. Only function 0 of each slot
-//! exists and only bus 0 answers; everything else reads as all-ones (no device).
+//! Slot 0 is the host bridge; devices take the lowest free slot, so a configuration always
+//! yields the same `0000:00:XX.0` addresses and a slot freed by hot-unplug is reused by the
+//! next device added. Only function 0 of each slot exists and only bus 0 answers; everything
+//! else reads as all-ones (no device).
 //!
 //! BAR decoding follows what the guest programmed: every configuration write that touches a
 //! BAR or the command register rebuilds the address map, so a guest that moves a BAR (or turns
@@ -31,6 +32,8 @@ const ECAM_BUS_SHIFT: u32 = 20;
 pub enum PciRootError {
     #[error("all {NUM_SLOTS} slots of bus 0 are taken")]
     NoFreeSlot,
+    #[error("slot {0} is taken or does not exist")]
+    SlotTaken(u8),
 }
 
 /// A function on the root bus, as the bus sees it.
@@ -104,9 +107,12 @@ struct BarMapping {
     bar: usize,
 }
 
-/// The devices of bus 0 and the current BAR address map.
+type SlotDevice = Arc<Mutex<dyn PciDevice>>;
+
+/// The devices of bus 0 and the current BAR address map. Slots change at run time
+/// (hot-plug), so they sit behind a lock that configuration and BAR accesses only read.
 pub struct PciRoot {
-    slots: Vec<Arc<Mutex<dyn PciDevice>>>,
+    slots: RwLock<Vec<Option<SlotDevice>>>,
     bar_map: RwLock<Vec<BarMapping>>,
 }
 
@@ -119,43 +125,81 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl PciRoot {
     /// A bus holding only the host bridge at slot 0.
     pub fn new() -> Self {
+        let mut slots: Vec<Option<SlotDevice>> = vec![None; NUM_SLOTS];
+        slots[0] = Some(Arc::new(Mutex::new(HostBridge::new())));
         Self {
-            slots: vec![Arc::new(Mutex::new(HostBridge::new()))],
+            slots: RwLock::new(slots),
             bar_map: RwLock::new(Vec::new()),
         }
     }
 
-    /// Puts `device` in the next free slot and returns the slot number.
-    pub fn add_device(&mut self, device: Arc<Mutex<dyn PciDevice>>) -> Result<u8, PciRootError> {
-        if self.slots.len() >= NUM_SLOTS {
-            return Err(PciRootError::NoFreeSlot);
+    fn read_slots(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<SlotDevice>>> {
+        self.slots.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lowest free slot, if any.
+    pub fn free_slot(&self) -> Option<u8> {
+        self.read_slots()
+            .iter()
+            .position(Option::is_none)
+            .and_then(|s| u8::try_from(s).ok())
+    }
+
+    /// Puts `device` in the lowest free slot and returns the slot number.
+    pub fn add_device(&self, device: SlotDevice) -> Result<u8, PciRootError> {
+        let slot = self.free_slot().ok_or(PciRootError::NoFreeSlot)?;
+        self.insert_device(slot, device)?;
+        Ok(slot)
+    }
+
+    /// Puts `device` in `slot`, which must be free.
+    pub fn insert_device(&self, slot: u8, device: SlotDevice) -> Result<(), PciRootError> {
+        {
+            let mut slots = self.slots.write().unwrap_or_else(PoisonError::into_inner);
+            match slots.get_mut(usize::from(slot)) {
+                Some(entry @ None) => *entry = Some(device),
+                _ => return Err(PciRootError::SlotTaken(slot)),
+            }
         }
-        self.slots.push(device);
-        let slot = self.slots.len() - 1;
-        self.refresh_bars(slot);
-        Ok(slot as u8)
+        self.refresh_bars(usize::from(slot));
+        Ok(())
+    }
+
+    /// Takes the device out of `slot` (never the host bridge): it stops decoding at once and
+    /// the slot is free for the next device. Returns the device so the caller can shut it down.
+    pub fn remove_device(&self, slot: u8) -> Option<SlotDevice> {
+        if slot == 0 {
+            return None;
+        }
+        let removed = {
+            let mut slots = self.slots.write().unwrap_or_else(PoisonError::into_inner);
+            slots.get_mut(usize::from(slot)).and_then(Option::take)
+        };
+        let mut map = self.bar_map.write().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|m| m.slot != usize::from(slot));
+        removed
     }
 
     /// Number of occupied slots, the host bridge included.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.read_slots().iter().flatten().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len() == 0
     }
 
-    fn device(&self, bus: u32, slot: u32, function: u32) -> Option<&Arc<Mutex<dyn PciDevice>>> {
+    fn device(&self, bus: u32, slot: u32, function: u32) -> Option<SlotDevice> {
         if bus != 0 || function != 0 {
             return None;
         }
-        self.slots.get(slot as usize)
+        self.read_slots().get(slot as usize).cloned().flatten()
     }
 
     /// A configuration read of bus/slot/function at `offset`; absent functions read all-ones.
     pub fn config_read(&self, bus: u32, slot: u32, function: u32, offset: u64, data: &mut [u8]) {
         match self.device(bus, slot, function) {
-            Some(dev) => lock(dev).read_config(offset, data),
+            Some(dev) => lock(&dev).read_config(offset, data),
             None => data.fill(0xff),
         }
     }
@@ -170,7 +214,7 @@ impl PciRoot {
         let bar_end = (BAR0_OFFSET + NUM_BARS * 4) as u64;
         let relevant = touches(BAR0_OFFSET as u64, bar_end)
             || touches(COMMAND_OFFSET as u64, COMMAND_OFFSET as u64 + 2);
-        let mut dev = lock(dev);
+        let mut dev = lock(&dev);
         dev.write_config(offset, data);
         if relevant {
             dev.bars_changed();
@@ -181,11 +225,11 @@ impl PciRoot {
 
     /// Rebuilds the map entries of `slot` from its header.
     fn refresh_bars(&self, slot: usize) {
-        let Some(dev) = self.slots.get(slot) else {
+        let Some(dev) = self.read_slots().get(slot).cloned().flatten() else {
             return;
         };
         let fresh: Vec<BarMapping> = {
-            let dev = lock(dev);
+            let dev = lock(&dev);
             let cfg = dev.config();
             if cfg.command() & COMMAND_MEMORY_SPACE == 0 {
                 Vec::new()
@@ -225,9 +269,9 @@ impl PciRoot {
         let Some((m, offset)) = self.bar_at(addr, data.len()) else {
             return false;
         };
-        match self.slots.get(m.slot) {
+        match self.read_slots().get(m.slot).cloned().flatten() {
             Some(dev) => {
-                lock(dev).read_bar(m.bar, offset, data);
+                lock(&dev).read_bar(m.bar, offset, data);
                 true
             }
             None => false,
@@ -239,9 +283,9 @@ impl PciRoot {
         let Some((m, offset)) = self.bar_at(addr, data.len()) else {
             return false;
         };
-        match self.slots.get(m.slot) {
+        match self.read_slots().get(m.slot).cloned().flatten() {
             Some(dev) => {
-                lock(dev).write_bar(m.bar, offset, data);
+                lock(&dev).write_bar(m.bar, offset, data);
                 true
             }
             None => false,

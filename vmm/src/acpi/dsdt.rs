@@ -17,7 +17,9 @@ use acpi_tables::aml::{self, EISAName, Path, ResourceTemplate};
 use acpi_tables::sdt::Sdt;
 use acpi_tables::Aml;
 use devices::legacy::acpi_pm::S5_SLP_TYP;
-use devices::legacy::ged::{EVENT_POWER_BUTTON, GED_IRQ, GED_PORT, GED_PORT_LEN};
+use devices::legacy::ged::{
+    EVENT_PCI_HOTPLUG, EVENT_POWER_BUTTON, GED_IRQ, GED_PORT, GED_PORT_LEN,
+};
 use devices::legacy::serial::{COM1_IRQ, COM1_PORT, SERIAL_PORT_LEN};
 
 use super::{to_bytes, AcpiConfig, OEM_ID, OEM_REVISION, OEM_TABLE_ID};
@@ -110,14 +112,31 @@ fn add_com1(dsdt: &mut Dsdt) {
 
 /// The Generic Event Device and the power button it reports. `_EVT` reads the event byte
 /// (which clears it in the device) and notifies the power button when its bit is set; Linux's
-/// `button` driver turns that into `KEY_POWER`.
-fn add_ged_and_power_button(dsdt: &mut Dsdt) {
+/// `button` driver turns that into `KEY_POWER`. With a PCI bus, the hot-plug bit calls
+/// `\_SB_.PCI0.PCNT`, which notifies the slots that changed.
+fn add_ged_and_power_button(dsdt: &mut Dsdt, pci: bool) {
     let port = u64::from(GED_PORT);
     let len = u64::from(GED_PORT_LEN);
     let event = aml::Local(0);
     let bit = aml::Local(1);
     let power_button = EVENT_POWER_BUTTON;
     let notify_value: u8 = 0x80;
+    let hotplug = EVENT_PCI_HOTPLUG;
+    let pcnt = aml::MethodCall::new(Path::new("\\_SB_.PCI0.PCNT"), vec![]);
+    let hotplug_bit = aml::And::new(&bit, &event, &hotplug);
+    let hotplug_check = aml::Equal::new(&hotplug_bit, &hotplug);
+    let on_hotplug = aml::If::new(&hotplug_check, vec![&pcnt]);
+    let power_bit = aml::And::new(&bit, &event, &power_button);
+    let power_check = aml::Equal::new(&power_bit, &power_button);
+    let button = Path::new("\\_SB_.PWRB");
+    let notify = aml::Notify::new(&button, &notify_value);
+    let on_power = aml::If::new(&power_check, vec![&notify]);
+    let gdat = Path::new("GDAT");
+    let read_event = aml::Store::new(&event, &gdat);
+    let mut evt: Vec<&dyn acpi_tables::Aml> = vec![&read_event, &on_power];
+    if pci {
+        evt.push(&on_hotplug);
+    }
     dsdt.system_bus_device(&aml::Device::new(
         "GED0".into(),
         vec![
@@ -137,21 +156,7 @@ fn add_ged_and_power_button(dsdt: &mut Dsdt) {
                 aml::FieldUpdateRule::Preserve,
                 vec![aml::FieldEntry::Named(*b"GDAT", 8)],
             ),
-            &aml::Method::new(
-                "_EVT".into(),
-                1,
-                true,
-                vec![
-                    &aml::Store::new(&event, &Path::new("GDAT")),
-                    &aml::If::new(
-                        &aml::Equal::new(
-                            &aml::And::new(&bit, &event, &power_button),
-                            &power_button,
-                        ),
-                        vec![&aml::Notify::new(&Path::new("\\_SB_.PWRB"), &notify_value)],
-                    ),
-                ],
-            ),
+            &aml::Method::new("_EVT".into(), 1, true, evt),
         ],
     ));
     dsdt.system_bus_device(&aml::Device::new(
@@ -176,6 +181,6 @@ pub(super) fn build(config: &AcpiConfig) -> Vec<u8> {
     if config.pci {
         super::pci::add_host_bridge(&mut dsdt);
     }
-    add_ged_and_power_button(&mut dsdt);
+    add_ged_and_power_button(&mut dsdt, config.pci);
     dsdt.into_table()
 }

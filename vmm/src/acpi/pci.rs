@@ -5,10 +5,17 @@
 //! (`PNP0C02`) reserving the ECAM window, which Linux requires before it trusts MCFG.
 //!
 //! The ranges come from [`crate::pci_devices`], which places the same devices on the buses.
+//!
+//! Hot-plug (ACPI PCI hot-plug, which Linux's `acpiphp` drives): every slot 1–31 is a device
+//! `SLxx` under `PCI0` with `_ADR`, `_SUN` and an `_EJ0` that writes the slot's bit to the
+//! hot-plug controller's `EJECT` register ([`devices::pci::hotplug`]). `PCI0.PCNT`, called by
+//! the GED on its hot-plug event, reads `UP` and `DOWN` and notifies each slot: device check
+//! (1) for an arrival, eject request (3) for a departure.
 
 use acpi_tables::aml::{self, AddressSpace, AddressSpaceCacheable, EISAName, ResourceTemplate};
 use acpi_tables::mcfg::MCFG;
-use devices::pci::root::{PCI_CONFIG_IO_PORT, PCI_CONFIG_IO_PORT_LEN};
+use devices::pci::hotplug::{HOTPLUG_PORT, HOTPLUG_PORT_LEN};
+use devices::pci::root::{NUM_SLOTS, PCI_CONFIG_IO_PORT, PCI_CONFIG_IO_PORT_LEN};
 
 use super::dsdt::Dsdt;
 use super::{to_bytes, OEM_ID, OEM_REVISION, OEM_TABLE_ID};
@@ -27,31 +34,53 @@ pub(super) fn add_host_bridge(dsdt: &mut Dsdt) {
     let port = PCI_CONFIG_IO_PORT;
     let port_len = PCI_CONFIG_IO_PORT_LEN as u8;
     let window_end = (layout::MMIO32_DEVICES_END - 1) as u32;
-    dsdt.system_bus_device(&aml::Device::new(
-        "PCI0".into(),
+    let hid = aml::Name::new("_HID".into(), &EISAName::new("PNP0A08"));
+    let cid = aml::Name::new("_CID".into(), &EISAName::new("PNP0A03"));
+    let adr = aml::Name::new("_ADR".into(), &aml::ZERO);
+    let seg = aml::Name::new("_SEG".into(), &aml::ZERO);
+    let uid = aml::Name::new("_UID".into(), &aml::ZERO);
+    let bbn = aml::Name::new("_BBN".into(), &aml::ZERO);
+    let bus_range = AddressSpace::new_bus_number(0u16, u16::from(LAST_BUS));
+    let config_ports = aml::IO::new(port, port, 1, port_len);
+    let window = AddressSpace::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        layout::MMIO32_DEVICES_START as u32,
+        window_end,
+        None,
+    );
+    let crs = aml::Name::new(
+        "_CRS".into(),
+        &ResourceTemplate::new(vec![&bus_range, &config_ports, &window]),
+    );
+    let hp_port = u64::from(HOTPLUG_PORT);
+    let hp_len = u64::from(HOTPLUG_PORT_LEN);
+    let region = aml::OpRegion::new(
+        "PCST".into(),
+        aml::OpRegionSpace::SystemIO,
+        &hp_port,
+        &hp_len,
+    );
+    let fields = aml::Field::new(
+        "PCST".into(),
+        aml::FieldAccessType::DWord,
+        aml::FieldLockRule::NoLock,
+        aml::FieldUpdateRule::WriteAsZeroes,
         vec![
-            &aml::Name::new("_HID".into(), &EISAName::new("PNP0A08")),
-            &aml::Name::new("_CID".into(), &EISAName::new("PNP0A03")),
-            &aml::Name::new("_ADR".into(), &aml::ZERO),
-            &aml::Name::new("_SEG".into(), &aml::ZERO),
-            &aml::Name::new("_UID".into(), &aml::ZERO),
-            &aml::Name::new("_BBN".into(), &aml::ZERO),
-            &aml::Name::new(
-                "_CRS".into(),
-                &ResourceTemplate::new(vec![
-                    &AddressSpace::new_bus_number(0u16, u16::from(LAST_BUS)),
-                    &aml::IO::new(port, port, 1, port_len),
-                    &AddressSpace::new_memory(
-                        AddressSpaceCacheable::NotCacheable,
-                        true,
-                        layout::MMIO32_DEVICES_START as u32,
-                        window_end,
-                        None,
-                    ),
-                ]),
-            ),
+            aml::FieldEntry::Named(*b"PCIU", 32),
+            aml::FieldEntry::Named(*b"PCID", 32),
+            aml::FieldEntry::Named(*b"B0EJ", 32),
+            aml::FieldEntry::Named(*b"PRES", 32),
         ],
-    ));
+    );
+    let slots = HotplugSlots::new();
+    let pcnt = slots.pcnt();
+    let mut children: Vec<&dyn acpi_tables::Aml> =
+        vec![&hid, &cid, &adr, &seg, &uid, &bbn, &crs, &region, &fields];
+    let slot_devices = slots.devices();
+    children.extend(slot_devices.iter().map(|d| d as &dyn acpi_tables::Aml));
+    children.push(&pcnt);
+    dsdt.system_bus_device(&aml::Device::new("PCI0".into(), children));
     dsdt.system_bus_device(&aml::Device::new(
         "MRES".into(),
         vec![
@@ -67,6 +96,112 @@ pub(super) fn add_host_bridge(dsdt: &mut Dsdt) {
             ),
         ],
     ));
+}
+
+/// The values the slot objects are built from, kept alive while the AML borrows them.
+struct HotplugSlots {
+    /// (slot, name, `_ADR`, bit)
+    slots: Vec<(u8, String, u32, u32)>,
+}
+
+impl HotplugSlots {
+    fn new() -> Self {
+        let slots = (1..NUM_SLOTS)
+            .filter_map(|s| u8::try_from(s).ok())
+            .map(|s| (s, format!("SL{s:02X}"), u32::from(s) << 16, 1u32 << s))
+            .collect();
+        Self { slots }
+    }
+
+    /// `Device (SLxx) { _ADR, _SUN, Method (_EJ0, 1) { B0EJ = bit } }` per slot.
+    fn devices(&self) -> Vec<SlotAml<'_>> {
+        self.slots
+            .iter()
+            .map(|(slot, name, adr, bit)| SlotAml {
+                name,
+                slot: *slot,
+                adr: *adr,
+                bit: *bit,
+            })
+            .collect()
+    }
+
+    /// `PCNT`: notify each slot whose bit is set in `UP` (1) or `DOWN` (3).
+    fn pcnt(&self) -> PcntAml<'_> {
+        PcntAml { slots: self }
+    }
+}
+
+struct SlotAml<'a> {
+    name: &'a str,
+    slot: u8,
+    adr: u32,
+    bit: u32,
+}
+
+impl acpi_tables::Aml for SlotAml<'_> {
+    fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
+        let slot = u32::from(self.slot);
+        let adr = aml::Name::new("_ADR".into(), &self.adr);
+        let sun = aml::Name::new("_SUN".into(), &slot);
+        let register = aml::Path::new("B0EJ");
+        let eject = aml::Store::new(&register, &self.bit);
+        let ej0 = aml::Method::new("_EJ0".into(), 1, false, vec![&eject]);
+        aml::Device::new(self.name.into(), vec![&adr, &sun, &ej0]).to_aml_bytes(sink);
+    }
+}
+
+struct PcntAml<'a> {
+    slots: &'a HotplugSlots,
+}
+
+impl acpi_tables::Aml for PcntAml<'_> {
+    fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
+        let up = aml::Local(0);
+        let down = aml::Local(1);
+        let scratch = aml::Local(2);
+        let device_check: u8 = 1;
+        let eject_request: u8 = 3;
+        let (pciu, pcid) = (aml::Path::new("PCIU"), aml::Path::new("PCID"));
+        let read_up = aml::Store::new(&up, &pciu);
+        let read_down = aml::Store::new(&down, &pcid);
+        let paths: Vec<aml::Path> = self
+            .slots
+            .slots
+            .iter()
+            .map(|(_, name, _, _)| aml::Path::new(name))
+            .collect();
+        let mut checks = Vec::new();
+        for ((_, _, _, bit), path) in self.slots.slots.iter().zip(&paths) {
+            checks.push((
+                aml::And::new(&scratch, &up, bit),
+                aml::Notify::new(path, &device_check),
+                aml::And::new(&scratch, &down, bit),
+                aml::Notify::new(path, &eject_request),
+                *bit,
+            ));
+        }
+        let conditions: Vec<(aml::Equal, aml::Equal)> = checks
+            .iter()
+            .map(|(a, _, d, _, bit)| (aml::Equal::new(a, bit), aml::Equal::new(d, bit)))
+            .collect();
+        let ifs: Vec<(aml::If, aml::If)> = checks
+            .iter()
+            .zip(&conditions)
+            .map(|((_, n_up, _, n_down, _), (c_up, c_down))| {
+                (
+                    aml::If::new(c_up, vec![n_up]),
+                    aml::If::new(c_down, vec![n_down]),
+                )
+            })
+            .collect();
+        let mut body: Vec<&dyn acpi_tables::Aml> = vec![&read_up, &read_down];
+        for (a, b) in &ifs {
+            body.push(a);
+            body.push(b);
+        }
+        aml::Method::new("PCNT".into(), 0, true, body).to_aml_bytes(sink);
+    }
 }
 
 #[cfg(test)]

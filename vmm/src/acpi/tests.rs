@@ -72,6 +72,7 @@ fn walk(mem: &GuestMemoryMmap<()>, rsdp_addr: GuestAddress) -> Tables {
         match &t[0..4] {
             b"FACP" => assert!(fadt.replace((addr, t)).is_none(), "two FADTs"),
             b"APIC" => assert!(madt.replace((addr, t)).is_none(), "two MADTs"),
+            b"MCFG" => {}
             other => panic!("unexpected table {other:?}"),
         }
     }
@@ -90,16 +91,12 @@ fn walk(mem: &GuestMemoryMmap<()>, rsdp_addr: GuestAddress) -> Tables {
 }
 
 fn build(vcpus: u32, serial: bool) -> (GuestMemoryMmap<()>, Tables) {
+    build_with_pci(vcpus, serial, false)
+}
+
+fn build_with_pci(vcpus: u32, serial: bool, pci: bool) -> (GuestMemoryMmap<()>, Tables) {
     let mem = memory();
-    let rsdp = create_acpi_tables(
-        &mem,
-        &AcpiConfig {
-            vcpus,
-            serial,
-            pci: false,
-        },
-    )
-    .unwrap();
+    let rsdp = create_acpi_tables(&mem, &AcpiConfig { vcpus, serial, pci }).unwrap();
     assert_eq!(rsdp, GuestAddress(layout::RSDP_ADDR));
     let tables = walk(&mem, rsdp);
     (mem, tables)
@@ -336,7 +333,7 @@ fn acpica_accepts_the_tables() {
         eprintln!("skipping: iasl or acpiexec not installed (Debian acpica-tools)");
         return;
     }
-    let (_mem, t) = build(4, true);
+    let (_mem, t) = build_with_pci(4, true, true);
     let dir: PathBuf = std::env::temp_dir().join(format!("podvisor-acpi-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for (name, bytes) in [
@@ -363,6 +360,13 @@ fn acpica_accepts_the_tables() {
     let dsl = std::fs::read_to_string(dir.join("dsdt.dsl")).unwrap();
     assert!(dsl.contains("Name (_S5, Package (0x04)"), "{dsl}");
     assert!(dsl.contains("EisaId (\"PNP0501\")"), "{dsl}");
+    // Hot-plug: every slot ejects through the controller, PCNT notifies arrivals and
+    // departures, the GED calls it.
+    assert!(dsl.contains("Device (SL1F)"), "{dsl}");
+    assert!(dsl.contains("Method (_EJ0, 1"), "{dsl}");
+    assert!(dsl.contains("Notify (SL05, One)"), "{dsl}");
+    assert!(dsl.contains("Notify (SL05, 0x03)"), "{dsl}");
+    assert!(dsl.contains("\\_SB.PCI0.PCNT ()"), "{dsl}");
     let out = Command::new("iasl")
         .arg("-p")
         .arg(dir.join("recompiled"))
@@ -377,7 +381,10 @@ fn acpica_accepts_the_tables() {
     // ACPICA's AML interpreter loads the namespace and evaluates what guests use.
     let out = Command::new("acpiexec")
         .arg("-b")
-        .arg("Evaluate \\_S5_; Evaluate \\_SB.C003._UID; Evaluate \\_SB.COM1._CRS")
+        .arg(
+            "Evaluate \\_S5_; Evaluate \\_SB.C003._UID; Evaluate \\_SB.COM1._CRS; \
+             Evaluate \\_SB.PCI0.SL1E._ADR; Evaluate \\_SB.PCI0.PCNT",
+        )
         .args(["dsdt.dat", "facp.dat", "apic.dat"])
         .current_dir(&dir)
         .output()
@@ -397,6 +404,10 @@ fn acpica_accepts_the_tables() {
     assert!(
         text.contains("0000: 47 01 F8 03 F8 03 01 08 89 06 00 03 01 04 00 00"),
         "COM1._CRS: {text}"
+    );
+    assert!(
+        text.contains("[Integer] = 00000000001E0000"),
+        "SL1E._ADR: {text}"
     );
     if std::env::var_os("PODVISOR_KEEP_ACPI").is_none() {
         std::fs::remove_dir_all(&dir).unwrap();

@@ -20,7 +20,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::config::ApiVmConfig;
-use super::devices::DeviceConfigError;
 use super::events::{Event, EventMonitor};
 use super::sandbox::{SandboxRecord, SandboxSpec, StartOptions};
 use super::state::{unix_ms, BootTimes, ExitInfo, SharedState, VmState};
@@ -28,6 +27,9 @@ use super::{ApiError, ControlMsg, ErrorCode, Reply, Request, Response};
 use crate::config::VmConfig;
 use crate::exit::{ExitReason, EXIT_INVALID_CONFIG, EXIT_POWER_OFF};
 use crate::vm::{Vm, VmHandle};
+
+mod devices;
+use devices::DeviceAdd;
 
 /// Errors of the control loop's own machinery (not of a request).
 #[derive(Debug, thiserror::Error)]
@@ -158,34 +160,10 @@ impl Controller {
             Request::VmPause => self.pause().map(|()| Response::Empty),
             Request::VmResume => self.resume().map(|()| Response::Empty),
             Request::VmPowerButton => self.power_button().map(|()| Response::Empty),
-            Request::VmAddDisk(disk) => self
-                .add_device(name, |api, vm| {
-                    vm.disks.push(disk.to_disk()?);
-                    api.disks.get_or_insert_with(Vec::new).push(disk);
-                    Ok(())
-                })
-                .map(|()| Response::Empty),
-            Request::VmAddVsock(vsock) => self
-                .add_device(name, |api, vm| {
-                    if vm.vsock.is_some() {
-                        return Err(DeviceConfigError::AlreadyPresent("vsock"));
-                    }
-                    vm.vsock = Some(vsock.to_vsock()?);
-                    api.vsock = Some(vsock);
-                    Ok(())
-                })
-                .map(|()| Response::Empty),
-            Request::VmAddFs(share) => self
-                .add_device(name, |api, vm| {
-                    vm.fs.push(share.to_fs()?);
-                    api.fs.get_or_insert_with(Vec::new).push(share);
-                    Ok(())
-                })
-                .map(|()| Response::Empty),
-            Request::VmRemoveDevice(id) => Err(ApiError::new(
-                ErrorCode::NotFound,
-                format!("vm.remove-device: no device with id {id:?}"),
-            )),
+            Request::VmAddDisk(disk) => self.add_device(DeviceAdd::Disk(disk)),
+            Request::VmAddVsock(vsock) => self.add_device(DeviceAdd::Vsock(vsock)),
+            Request::VmAddFs(share) => self.add_device(DeviceAdd::Fs(share)),
+            Request::VmRemoveDevice(id) => self.remove_device(&id),
             Request::SandboxCreate(spec) => self.sandbox_create(*spec),
             Request::SandboxStart(options) => self.sandbox_start(&options),
             Request::SandboxStop => {
@@ -376,46 +354,6 @@ impl Controller {
         self.stop_and_wait();
         self.event("vm", "rebooting", None);
         self.boot().map(|_| ())
-    }
-
-    /// Adds a device to the created, not yet booted VM (cold plug). Hot-plug into a running
-    /// VM is not supported: devices are placed when the VM is built.
-    fn add_device(
-        &mut self,
-        name: &'static str,
-        add: impl FnOnce(&mut ApiVmConfig, &mut VmConfig) -> Result<(), DeviceConfigError>,
-    ) -> Result<(), ApiError> {
-        if self.running.is_some() {
-            return Err(ApiError::new(
-                ErrorCode::Unsupported,
-                format!(
-                    "{name}: hot-plug into a running VM is not supported; add it before vm.boot"
-                ),
-            ));
-        }
-        let Some((api, vm)) = &mut self.config else {
-            return Err(ApiError::new(
-                ErrorCode::InvalidState,
-                format!("{name}: no VM is created (vm.create first)"),
-            ));
-        };
-        let (mut new_api, mut new_vm) = (api.clone(), vm.clone());
-        add(&mut new_api, &mut new_vm).map_err(|e| {
-            let code = match e {
-                DeviceConfigError::AlreadyPresent(_) => ErrorCode::InvalidState,
-                _ => ErrorCode::InvalidArgument,
-            };
-            ApiError::with_source(code, name, &e)
-        })?;
-        crate::config::disk::validate(&new_vm.disks)
-            .map_err(|e| ApiError::with_source(ErrorCode::InvalidArgument, name, &e))?;
-        crate::config::fs::validate(&new_vm.fs)
-            .map_err(|e| ApiError::with_source(ErrorCode::InvalidArgument, name, &e))?;
-        let echo = Arc::new(new_api.clone());
-        self.config = Some((new_api, new_vm));
-        self.shared.update(|s| s.config = Some(echo));
-        self.event("vm", "device_added", Some(name.to_owned()));
-        Ok(())
     }
 
     fn delete(&mut self) {

@@ -92,7 +92,7 @@ pub struct Snapshot {
     /// markers, exit. Written lock-free by the vCPU and marker device, read by the API.
     pub clock: Option<Arc<crate::clock::BootClock>>,
     /// The booted VM's PCI devices; a vhost-user device's failure flag is live.
-    pub devices: Option<Arc<Vec<crate::pci_devices::PlacedDevice>>>,
+    pub devices: Option<Arc<crate::pci_bus::DeviceList>>,
     pub sandbox: Option<Arc<SandboxRecord>>,
     /// Named counter groups (`vm.counters`).
     pub counters: BTreeMap<String, BTreeMap<String, u64>>,

@@ -60,7 +60,7 @@ fn io_read32(io: &mut PciConfigIo, slot: u32, reg: u32) -> u32 {
 }
 
 fn root_with(devs: &[Arc<Mutex<Dummy>>]) -> Arc<PciRoot> {
-    let mut root = PciRoot::new();
+    let root = PciRoot::new();
     for (i, d) in devs.iter().enumerate() {
         assert_eq!(root.add_device(d.clone()).unwrap(), i as u8 + 1);
     }
@@ -156,7 +156,7 @@ fn bars_decode_only_when_enabled_and_follow_the_guest() {
 
 #[test]
 fn bus_is_full_at_32_slots() {
-    let mut root = PciRoot::new();
+    let root = PciRoot::new();
     for _ in 1..NUM_SLOTS {
         root.add_device(Arc::new(Mutex::new(Dummy::new(0))))
             .unwrap();
@@ -166,6 +166,40 @@ fn bus_is_full_at_32_slots() {
         Err(PciRootError::NoFreeSlot)
     );
     assert_eq!(root.len(), NUM_SLOTS);
+}
+
+#[test]
+fn a_removed_device_stops_decoding_and_its_slot_is_reused() {
+    let a = Arc::new(Mutex::new(Dummy::new(0xc000_0000)));
+    let b = Arc::new(Mutex::new(Dummy::new(0xc000_1000)));
+    let root = root_with(&[a, b]);
+    let mut io = PciConfigIo::new(root.clone());
+    io.write(0, &cf8(1, 4));
+    io.write(4, &u32::from(COMMAND_MEMORY_SPACE).to_le_bytes());
+    let mut byte = [0u8; 1];
+    assert!(root.mmio_read(0xc000_0010, &mut byte));
+    assert!(root.remove_device(0).is_none(), "the host bridge stays");
+    assert!(root.remove_device(1).is_some());
+    assert!(root.remove_device(1).is_none(), "already gone");
+    assert_eq!(
+        io_read32(&mut io, 1, 0),
+        0xffff_ffff,
+        "an empty slot reads as no device"
+    );
+    assert!(
+        !root.mmio_read(0xc000_0010, &mut byte),
+        "its BAR no longer decodes"
+    );
+    assert_eq!(io_read32(&mut io, 2, 0), 0x1042_1af4, "the others stay");
+    assert_eq!(root.free_slot(), Some(1));
+    let c = Arc::new(Mutex::new(Dummy::new(0xc000_0000)));
+    assert_eq!(
+        root.add_device(c.clone()).unwrap(),
+        1,
+        "the freed slot is reused"
+    );
+    assert_eq!(root.insert_device(2, c), Err(PciRootError::SlotTaken(2)));
+    assert_eq!(root.free_slot(), Some(3));
 }
 
 #[test]

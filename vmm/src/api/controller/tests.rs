@@ -97,7 +97,7 @@ fn unsupported_requests_say_so_and_the_loop_keeps_going() {
     assert_eq!(err.code, ErrorCode::InvalidState, "no VM to add a share to");
     assert!(err.message.contains("vm.add-fs"), "{err:?}");
     let err = call(&l.api, Request::VmRemoveDevice("disk0".into())).unwrap_err();
-    assert_eq!(err.code, ErrorCode::NotFound);
+    assert_eq!(err.code, ErrorCode::InvalidState, "no VM to remove from");
     call(&l.api, Request::VmmShutdown).unwrap();
     l.thread.join().unwrap();
 }
@@ -130,6 +130,16 @@ fn devices_are_cold_plugged_before_boot() {
     let echo = l.api.snapshot().config.clone().unwrap();
     assert_eq!(echo.vsock.as_ref().map(|v| v.cid), Some(3));
     assert_eq!(echo.disks.as_ref().map(Vec::len), Some(1));
+    // Cold unplug: a second disk without an id keeps its default name when the first goes.
+    call(&l.api, disk(&format!(r#"{{"path":"{}"}}"#, b.display()))).unwrap();
+    call(&l.api, Request::VmRemoveDevice("a".into())).unwrap();
+    let again = call(&l.api, Request::VmRemoveDevice("a".into())).unwrap_err();
+    assert_eq!(again.code, ErrorCode::NotFound, "already removed");
+    call(&l.api, Request::VmRemoveDevice("vsock".into())).unwrap();
+    let echo = l.api.snapshot().config.clone().unwrap();
+    assert!(echo.vsock.is_none());
+    let ids: Vec<_> = echo.disks.iter().flatten().map(|d| d.id.clone()).collect();
+    assert_eq!(ids, [Some("disk1".to_owned())]);
     let _ = std::fs::remove_dir_all(&dir);
     call(&l.api, Request::VmmShutdown).unwrap();
     l.thread.join().unwrap();
