@@ -17,11 +17,7 @@ const PODVISOR: &str = env!("CARGO_BIN_EXE_podvisor");
 /// The virtiofsd that scripts/setup installs, if this build can use it.
 /// The virtiofsd scripts/setup installs; the demo's share needs it.
 fn virtiofsd() -> PathBuf {
-    let cache = std::env::var_os("PODVISOR_CACHE").map_or_else(
-        || Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/podvisor"),
-        PathBuf::from,
-    );
-    let bin = cache.join("virtiofsd/bin/virtiofsd");
+    let bin = podvisor_tests::virtiofsd::binary();
     assert!(
         bin.exists(),
         "{} missing: scripts/setup installs virtiofsd",

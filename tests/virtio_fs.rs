@@ -23,7 +23,7 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod api_client;
@@ -31,6 +31,7 @@ mod api_client;
 use podvisor_tests::linux::{self, ConsoleVm, HostMode, Wait};
 use podvisor_tests::probe::{self, ProbeRun, ProbeVm, EXIT_POWER_OFF};
 use podvisor_tests::scratch::Scratch;
+use podvisor_tests::virtiofsd::Virtiofsd;
 
 const PODVISOR: &str = env!("CARGO_BIN_EXE_podvisor");
 
@@ -61,67 +62,8 @@ fn sha256_hex(path: &Path) -> String {
     text.split_whitespace().next().unwrap().to_owned()
 }
 
-/// A running `virtiofsd` (the one scripts/setup installs), killed by its PID when dropped.
-struct Virtiofsd {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Virtiofsd {
-    fn binary() -> PathBuf {
-        let cache = std::env::var_os("PODVISOR_CACHE").map_or_else(
-            || Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/podvisor"),
-            PathBuf::from,
-        );
-        cache.join("virtiofsd/bin/virtiofsd")
-    }
-
-    fn socket(&self) -> &Path {
-        &self.socket
-    }
-
-    /// Kills it now (the fault test), waiting for the process to be gone.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Virtiofsd {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 fn start(scratch: &Scratch, dir: &Path, name: &str) -> Virtiofsd {
-    let bin = Virtiofsd::binary();
-    assert!(
-        bin.exists(),
-        "{} missing: scripts/setup installs virtiofsd",
-        bin.display()
-    );
-    let socket = scratch.0.join(format!("{name}.sock"));
-    let child = Command::new(&bin)
-        .arg("--socket-path")
-        .arg(&socket)
-        .arg("--shared-dir")
-        .arg(dir)
-        .args(["--sandbox", "none", "--cache", "never"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(scratch.0.join(format!("{name}.log"))).unwrap())
-        .spawn()
-        .unwrap();
-    let mut daemon = Virtiofsd { child, socket };
-    let end = Instant::now() + Duration::from_secs(30);
-    while !daemon.socket.exists() {
-        if Instant::now() > end || daemon.child.try_wait().unwrap().is_some() {
-            daemon.kill();
-            panic!("virtiofsd did not create {}", daemon.socket.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    daemon
+    Virtiofsd::start(&scratch.0, dir, name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn fs_arg(tag: &str, daemon: &Virtiofsd) -> String {

@@ -4,3 +4,4 @@
 pub mod linux;
 pub mod probe;
 pub mod scratch;
+pub mod virtiofsd;

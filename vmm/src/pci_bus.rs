@@ -19,7 +19,7 @@ use devices::virtio::pci::{IoEventRegistry, VirtioPciDevice, BAR_SIZE};
 use devices::virtio::vsock::Vsock;
 use devices::virtio::VirtioDevice;
 use kvm_ioctls::VmFd;
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::config::disk::DiskConfig;
@@ -267,6 +267,11 @@ impl PciBus {
                 Ok((Box::new(device), id, Kind::Vsock, None))
             }
             DeviceSpec::Fs(share) => {
+                // A vhost-user backend maps guest RAM; private anonymous RAM cannot be shared
+                // after the fact.
+                if self.mem.iter().any(|r| r.file_offset().is_none()) {
+                    return Err(PciSetupError::PrivateMemory(share.tag.clone()));
+                }
                 let tag_used = self
                     .records
                     .values()

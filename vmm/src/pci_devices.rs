@@ -70,6 +70,11 @@ pub enum PciSetupError {
     },
     #[error("rng: {0}")]
     Rng(#[from] devices::virtio::rng::RngError),
+    #[error(
+        "fs {0}: guest RAM is private; a vhost-user device needs the VM started with shared \
+         memory (memory.shared=true, --memory shared=on)"
+    )]
+    PrivateMemory(String),
     #[error("a device named {0:?} already exists")]
     DuplicateId(String),
     #[error("the VM already has a {0} device")]

@@ -30,7 +30,24 @@ pub const ROUTES: &[Route] = &[
     get("sandbox.metrics"),
     get("sandbox.platform"),
     get("sandbox.ping"),
+    put("sandbox.device.add"),
+    put("sandbox.device.remove"),
 ];
+
+/// `sandbox.device.add`'s body: exactly one device section, as in `sandbox.create`'s spec.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceAdd {
+    disk: Option<::vmm::api::devices::ApiDiskConfig>,
+    fs: Option<::vmm::api::devices::ApiFsConfig>,
+    vsock: Option<::vmm::api::devices::ApiVsockConfig>,
+}
+
+/// `sandbox.device.remove`'s body.
+#[derive(serde::Deserialize)]
+struct DeviceRemove {
+    id: String,
+}
 
 pub async fn handle(call: Call<'_>) -> HttpReply {
     let result = match call.name {
@@ -44,6 +61,7 @@ pub async fn handle(call: Call<'_>) -> HttpReply {
     };
     match result {
         Ok(request) => {
+            let removing = matches!(request, Request::VmRemoveDevice(_));
             if call.ctx.queued() >= MAX_QUEUED_COMMANDS {
                 return HttpReply::error(
                     SB,
@@ -56,7 +74,11 @@ pub async fn handle(call: Call<'_>) -> HttpReply {
                     ),
                 );
             }
-            HttpReply::from_result(SB, call.ctx.submit(request).await)
+            match call.ctx.submit(request).await {
+                // Removal is idempotent for sandboxes: a device that is not there is removed.
+                Err(e) if removing && e.code == ErrorCode::NotFound => HttpReply::no_content(),
+                result => HttpReply::from_result(SB, result),
+            }
         }
         Err(e) => e.reply(SB),
     }
@@ -67,6 +89,21 @@ fn command(call: &Call<'_>) -> Result<Request, RouteError> {
         "sandbox.create" => Request::SandboxCreate(Box::new(call.json::<SandboxSpec>()?)),
         "sandbox.start" => Request::SandboxStart(call.json_or_default::<StartOptions>()?),
         "sandbox.stop" => Request::SandboxStop,
+        "sandbox.device.add" => {
+            let add = call.json::<DeviceAdd>()?;
+            match (add.disk, add.fs, add.vsock) {
+                (Some(disk), None, None) => Request::VmAddDisk(disk),
+                (None, Some(fs), None) => Request::VmAddFs(fs),
+                (None, None, Some(vsock)) => Request::VmAddVsock(vsock),
+                _ => {
+                    return Err(RouteError::BadBody {
+                        endpoint: "sandbox.device.add",
+                        why: "give exactly one of disk, fs, vsock".into(),
+                    })
+                }
+            }
+        }
+        "sandbox.device.remove" => Request::VmRemoveDevice(call.json::<DeviceRemove>()?.id),
         _ => Request::SandboxShutdown,
     })
 }

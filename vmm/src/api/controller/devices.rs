@@ -77,6 +77,7 @@ fn hotplug_error(name: &str, e: &HotplugError) -> ApiError {
         HotplugError::Setup(
             PciSetupError::DuplicateId(_)
             | PciSetupError::AlreadyPresent(_)
+            | PciSetupError::PrivateMemory(_)
             | PciSetupError::Slots(_),
         ) => ErrorCode::InvalidState,
         HotplugError::Setup(_) => ErrorCode::InvalidArgument,
