@@ -268,3 +268,69 @@ fn disks_and_shares_come_and_go_while_the_probe_watches() {
     );
     assert_eq!(vmm.call("PUT", "/api/v1/vmm.shutdown", "").status, 204);
 }
+
+/// Waits until a console line contains `needle`; returns the console.
+fn wait_console(vmm: &Podvisor, console: &Path, needle: &str, patience: Duration) -> String {
+    let end = Instant::now() + patience;
+    loop {
+        let text = std::fs::read_to_string(console).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < end,
+            "no {needle:?} on the console\n{}\n{}",
+            podvisor_tests::linux::tail(&text, 40),
+            vmm.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn linux_sees_a_hot_plugged_disk_appear_and_go() {
+    let Some((kit, mode)) = podvisor_tests::linux::prepare().unwrap() else {
+        return;
+    };
+    if mode == podvisor_tests::linux::HostMode::EarlyBootOnly {
+        println!(
+            "not run: Linux cannot reach init on PVM (the probe's hotplug scenario covers it)"
+        );
+        return;
+    }
+    let scratch = Scratch::new("hotplug", "linux").unwrap();
+    let data = pattern(1 << 20, 11);
+    let img = scratch.file("disk.img", &data).unwrap();
+    let want = sha256_hex(&data, &scratch, "disk.copy");
+    let vmm = Podvisor::spawn("hotplug-linux", &[]);
+    let console = vmm.file("console");
+    let config = serde_json::json!({
+        "payload": {
+            "kernel": kit.vmlinux,
+            "initramfs": kit.initramfs,
+            "cmdline": "console=ttyS0 loglevel=4 podvisor.init=hotplug podvisor.secs=600",
+        },
+        "cpus": {"boot_vcpus": 2, "max_vcpus": 2},
+        "memory": {"size": 512u64 << 20},
+        "serial": {"mode": "File", "file": console},
+        "console": {"mode": "Off"},
+    })
+    .to_string();
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.create", &config).status, 204);
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.boot", "").status, 204);
+    wait_console(&vmm, &console, "hotplug-ready", Duration::from_secs(300));
+    let body = serde_json::json!({"path": img, "id": "late"}).to_string();
+    let added = vmm.call("PUT", "/api/v1/vm.add-disk", &body);
+    assert_eq!(added.status, 200, "{added:?}");
+    let text = wait_console(
+        &vmm,
+        &console,
+        &format!("hotplug-add=vda sha256={want}"),
+        Duration::from_secs(60),
+    );
+    assert!(!text.contains("hotplug-gone"), "{text}");
+    let removed = vmm.call("PUT", "/api/v1/vm.remove-device", r#"{"id":"late"}"#);
+    assert_eq!(removed.status, 204, "{removed:?}\n{}", vmm.stderr());
+    wait_console(&vmm, &console, "hotplug-gone=vda", Duration::from_secs(60));
+    assert_eq!(vmm.call("PUT", "/api/v1/vmm.shutdown", "").status, 204);
+}
