@@ -16,7 +16,7 @@ use snp::launch::kvm::KvmBackend;
 use snp::launch::kvm_sys::{snp_unavailable_reason, KvmSnpVm};
 use snp::launch::model::{ModelConfig, ModelPlatform};
 use snp::launch::{launch, LaunchError, LaunchReport};
-use snp::plan::{PlanError, RamLayout, VmConfig as PlanConfig};
+use snp::plan::{LaunchPlan, PlanError, RamLayout, VmConfig as PlanConfig};
 use std::path::PathBuf;
 
 use crate::exit::{EXIT_INTERNAL_ERROR, EXIT_INVALID_CONFIG};
@@ -109,14 +109,9 @@ impl From<LaunchError> for SnpLaunchError {
     }
 }
 
-/// Launch the confidential VM described by `cfg`. With the model platform this returns the
-/// launch report; with KVM it fails before creating anything on a host without SNP.
-pub fn run(cfg: &SnpConfig) -> Result<LaunchReport, SnpLaunchError> {
-    if cfg.platform == SnpPlatform::On {
-        if let Some(reason) = snp_unavailable_reason() {
-            return Err(LaunchError::Unavailable(reason).into());
-        }
-    }
+/// The launch plan of `cfg` (pure: reads the image, touches no platform), from which the
+/// expected measurement follows.
+pub fn plan(cfg: &SnpConfig) -> Result<LaunchPlan, SnpLaunchError> {
     let bytes = read_igvm_file(&cfg.igvm)?;
     let plan_cfg = PlanConfig {
         empty_pages: cfg.empty_pages,
@@ -125,7 +120,18 @@ pub fn run(cfg: &SnpConfig) -> Result<LaunchReport, SnpLaunchError> {
         cmdline: None,
         host_data: cfg.host_data,
     };
-    let plan = plan_from_igvm(&bytes, &plan_cfg)?;
+    Ok(plan_from_igvm(&bytes, &plan_cfg)?)
+}
+
+/// Launch the confidential VM described by `cfg`. With the model platform this returns the
+/// launch report; with KVM it fails before creating anything on a host without SNP.
+pub fn run(cfg: &SnpConfig) -> Result<LaunchReport, SnpLaunchError> {
+    if cfg.platform == SnpPlatform::On {
+        if let Some(reason) = snp_unavailable_reason() {
+            return Err(LaunchError::Unavailable(reason).into());
+        }
+    }
+    let plan = plan(cfg)?;
     match cfg.platform {
         SnpPlatform::Model => {
             let mut model = ModelPlatform::new(ModelConfig::default());

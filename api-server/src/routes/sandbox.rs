@@ -30,6 +30,7 @@ pub const ROUTES: &[Route] = &[
     get("sandbox.metrics"),
     get("sandbox.platform"),
     get("sandbox.ping"),
+    get("sandbox.attestation"),
     put("sandbox.device.add"),
     put("sandbox.device.remove"),
 ];
@@ -57,6 +58,7 @@ pub async fn handle(call: Call<'_>) -> HttpReply {
         "sandbox.metrics" => return metrics(&call),
         "sandbox.platform" => return HttpReply::json(&Platform::probe()),
         "sandbox.ping" => return HttpReply::json(&call.ctx.info),
+        "sandbox.attestation" => return attestation(&call),
         _ => command(&call),
     };
     match result {
@@ -106,6 +108,29 @@ fn command(call: &Call<'_>) -> Result<Request, RouteError> {
         "sandbox.device.remove" => Request::VmRemoveDevice(call.json::<DeviceRemove>()?.id),
         _ => Request::SandboxShutdown,
     })
+}
+
+/// What a confidential VM's attestation report must carry (measurement, HOST_DATA, policy),
+/// known from `vm.create` on.
+fn attestation(call: &Call<'_>) -> HttpReply {
+    let snapshot = call.ctx.snapshot();
+    match (&snapshot.config, &snapshot.attestation) {
+        (_, Some(expected)) => HttpReply::json(expected.as_ref()),
+        (Some(_), None) => HttpReply::error(
+            SB,
+            &ApiError::new(
+                ErrorCode::InvalidState,
+                "sandbox.attestation: the VM is not confidential (platform.sev_snp is off)",
+            ),
+        ),
+        (None, None) => HttpReply::error(
+            SB,
+            &ApiError::new(
+                ErrorCode::InvalidState,
+                "sandbox.attestation: no sandbox or VM is created",
+            ),
+        ),
+    }
 }
 
 /// `sandbox.status`'s body.

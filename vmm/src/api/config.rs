@@ -237,11 +237,16 @@ impl ApiVmConfig {
             }
         }
         self.check_unsupported()?;
-        let kernel = self
-            .payload
-            .kernel
-            .clone()
-            .ok_or(ApiConfigError::NoKernel)?;
+        // A confidential VM boots from its IGVM image (see `confidential`); the kernel path
+        // stays empty because such a VM is never built from this configuration.
+        let kernel = match self.platform.sev_snp {
+            true => PathBuf::new(),
+            false => self
+                .payload
+                .kernel
+                .clone()
+                .ok_or(ApiConfigError::NoKernel)?,
+        };
         // Built from `VmConfig::new` so fields added later (devices) start empty here until
         // this mapping fills them.
         let mut vm = VmConfig::new(kernel);
@@ -252,7 +257,12 @@ impl ApiVmConfig {
         vm.vcpus = self.cpus.boot_vcpus;
         vm.memory = self.memory.size;
         vm.shared_memory = self.memory.shared;
-        vm.serial = serial_output(&self.serial)?;
+        vm.serial = if super::confidential::console_allowed(self) {
+            serial_output(&self.serial)?
+        } else {
+            log::warn!("confidential VM: the serial console is off (the policy forbids DEBUG)");
+            SerialOutput::Off
+        };
         for disk in self.disks.iter().flatten() {
             vm.disks.push(disk.to_disk()?);
         }
@@ -276,12 +286,6 @@ impl ApiVmConfig {
         let unsupported = |what: &str| Err(ApiConfigError::Unsupported(what.to_owned()));
         if self.payload.firmware.is_some() {
             return unsupported("payload.firmware (firmware boot)");
-        }
-        if self.payload.igvm.is_some() || self.payload.host_data.is_some() {
-            return unsupported("payload.igvm/host_data through the API (use `podvisor run`)");
-        }
-        if self.platform.sev_snp {
-            return unsupported("platform.sev_snp through the API (use `podvisor run`)");
         }
         if self.platform.num_pci_segments.is_some_and(|n| n > 1) {
             return unsupported("more than one PCI segment");

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::confidential::Confidential;
 use super::config::ApiVmConfig;
 use super::events::{Event, EventMonitor};
 use super::sandbox::{SandboxRecord, SandboxSpec, StartOptions};
@@ -72,6 +73,8 @@ pub struct Controller {
     monitor: EventMonitor,
     policy: Policy,
     config: Option<(ApiVmConfig, VmConfig)>,
+    /// Set for a confidential VM: its launch inputs and expected attestation.
+    confidential: Option<Confidential>,
     running: Option<RunningVm>,
     generation: u64,
     /// Commands that arrived while the loop waited for a VM to stop.
@@ -102,6 +105,7 @@ impl Controller {
             monitor,
             policy,
             config: None,
+            confidential: None,
             running: None,
             generation: 0,
             pending: VecDeque::new(),
@@ -201,11 +205,21 @@ impl Controller {
             };
             ApiError::with_source(code, "vm.create: invalid VM configuration", &e)
         })?;
+        let confidential = super::confidential::plan(&config).map_err(|e| {
+            ApiError::with_source(
+                ErrorCode::InvalidArgument,
+                "vm.create: invalid confidential VM",
+                &e,
+            )
+        })?;
+        let attestation = confidential.as_ref().map(|c| Arc::new(c.expected.clone()));
         let echo = Arc::new(config.clone());
         self.config = Some((config, vm_config));
+        self.confidential = confidential;
         self.shared.update(|s| {
             s.state = Some(VmState::Created);
             s.config = Some(echo);
+            s.attestation = attestation;
             s.exit = None;
             s.boot = None;
         });
@@ -231,6 +245,9 @@ impl Controller {
         self.event("vm", "booting", None);
         let started_at_ms = unix_ms();
         let started = Instant::now();
+        if let Some(c) = &self.confidential {
+            return Err(self.confidential_boot(&c.launch.clone()));
+        }
         let vm = match Vm::build(&vm_config) {
             Ok(vm) => vm,
             Err(e) => {
@@ -356,14 +373,34 @@ impl Controller {
         self.boot().map(|_| ())
     }
 
+    /// Launches a confidential VM. On a host without SEV-SNP the launch is refused before
+    /// anything is created; where it succeeds, running the guest is not implemented yet, so the
+    /// boot fails either way, with the reason.
+    fn confidential_boot(&mut self, launch: &crate::snp_launch::SnpConfig) -> ApiError {
+        let e = match crate::snp_launch::run(launch) {
+            Err(e) => e,
+            Ok(report) => crate::snp_launch::SnpLaunchError::NotRunnable(report.expected.to_hex()),
+        };
+        let info = ExitInfo::boot_error(e.to_string(), e.exit_code());
+        self.shared.update(|s| s.exit = Some(info));
+        self.event("vm", "boot_failed", Some(e.to_string()));
+        ApiError::with_source(
+            ErrorCode::Internal,
+            "vm.boot: cannot launch the confidential VM",
+            &e,
+        )
+    }
+
     fn delete(&mut self) {
         self.config = None;
+        self.confidential = None;
         self.shared.update(|s| {
             s.state = None;
             s.config = None;
             s.sandbox = None;
             s.boot = None;
             s.devices = None;
+            s.attestation = None;
         });
         self.event("vm", "deleted", None);
     }

@@ -13,6 +13,7 @@
 //! side lives in the `api-server` crate; it only sees the [`Backend`] trait, which tests fake.
 
 pub mod agent;
+pub mod confidential;
 pub mod config;
 pub mod controller;
 pub mod devices;

@@ -93,6 +93,8 @@ pub struct Snapshot {
     pub clock: Option<Arc<crate::clock::BootClock>>,
     /// The booted VM's PCI devices; a vhost-user device's failure flag is live.
     pub devices: Option<Arc<crate::pci_bus::DeviceList>>,
+    /// For a confidential VM: what its attestation report must carry.
+    pub attestation: Option<Arc<super::confidential::ExpectedAttestation>>,
     pub sandbox: Option<Arc<SandboxRecord>>,
     /// Named counter groups (`vm.counters`).
     pub counters: BTreeMap<String, BTreeMap<String, u64>>,

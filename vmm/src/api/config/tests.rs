@@ -68,12 +68,23 @@ fn what_cannot_be_built_is_refused_by_name() {
             r#"{"payload":{"kernel":"/k"},"serial":{"mode":"Pty"}}"#,
             "Pty",
         ),
-        (
-            r#"{"payload":{"kernel":"/k"},"platform":{"sev_snp":true}}"#,
-            "sev_snp",
-        ),
     ] {
         let err = parse(body).unwrap().normalize().unwrap_err();
+        assert!(err.to_string().contains(word), "{body}: {err}");
+    }
+    // Confidential VMs are checked when planned: an image is required, a kernel is not taken.
+    for (body, word) in [
+        (
+            r#"{"payload":{"kernel":"/k"},"platform":{"sev_snp":true}}"#,
+            "IGVM",
+        ),
+        (
+            r#"{"payload":{"igvm":"/i","kernel":"/k"},"platform":{"sev_snp":true}}"#,
+            "kernel",
+        ),
+        (r#"{"payload":{"igvm":"/i"}}"#, "sev_snp"),
+    ] {
+        let err = crate::api::confidential::plan(&parse(body).unwrap()).unwrap_err();
         assert!(err.to_string().contains(word), "{body}: {err}");
     }
     assert_eq!(

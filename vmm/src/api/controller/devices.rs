@@ -131,6 +131,15 @@ impl Controller {
     /// `vm.add-disk`, `vm.add-vsock`, `vm.add-fs`.
     pub(super) fn add_device(&mut self, add: DeviceAdd) -> Result<Response, ApiError> {
         let name = add.name();
+        if self.confidential.is_some() && matches!(add, DeviceAdd::Fs(_)) {
+            return Err(ApiError::new(
+                ErrorCode::Unsupported,
+                format!(
+                    "{name}: a confidential VM cannot have virtio-fs shares (the backend would \
+                     map all of guest memory)"
+                ),
+            ));
+        }
         let Some((api, vm)) = &self.config else {
             return Err(ApiError::new(
                 ErrorCode::InvalidState,
