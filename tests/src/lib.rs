@@ -2,6 +2,7 @@
 //! and reading its console.
 
 pub mod linux;
+pub mod overhead;
 pub mod probe;
 pub mod scratch;
 pub mod virtiofsd;

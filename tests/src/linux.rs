@@ -228,6 +228,11 @@ impl ConsoleVm {
         })
     }
 
+    /// The VMM's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Time since the process was started.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()

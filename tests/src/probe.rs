@@ -39,6 +39,7 @@
 //! a power-off, so a broken run fails fast instead of at the timeout.
 
 use crate::linux::{tail, ConsoleVm, LinuxError};
+use crate::overhead::{OverheadWatch, MAX_OVERHEAD_KIB};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -76,6 +77,14 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 pub enum ProbeError {
     #[error("running the VMM: {0}")]
     Vm(#[from] LinuxError),
+    #[error(
+        "the VMM used {kib} KiB outside guest RAM, above the bound of {bound} KiB\n--- stderr (last lines) ---\n{stderr}"
+    )]
+    MemoryOverhead {
+        kib: u64,
+        bound: u64,
+        stderr: String,
+    },
     #[error(
         "the VM did not exit within {timeout:?}; killed it.\n--- console (last lines) ---\n{console}\n--- stderr (last lines) ---\n{stderr}"
     )]
@@ -199,12 +208,23 @@ impl ProbeVm {
     /// `env!("CARGO_BIN_EXE_podvisor")`) and waits for the VMM to exit.
     pub fn run(&self, podvisor: impl AsRef<Path>) -> Result<ProbeRun, ProbeError> {
         let mut vm = ConsoleVm::spawn(podvisor.as_ref(), &self.args())?;
-        match vm.wait_exit(self.timeout)? {
+        let watch = OverheadWatch::start(vm.pid(), self.memory_mib << 20);
+        let exit = vm.wait_exit(self.timeout)?;
+        let overhead = watch.finish();
+        if overhead > MAX_OVERHEAD_KIB {
+            return Err(ProbeError::MemoryOverhead {
+                kib: overhead,
+                bound: MAX_OVERHEAD_KIB,
+                stderr: tail(&vm.stderr(), 20),
+            });
+        }
+        match exit {
             Some(status) => Ok(ProbeRun {
                 status,
                 elapsed: vm.elapsed(),
                 console: vm.console(),
                 stderr: vm.stderr(),
+                overhead_kib: overhead,
             }),
             None => {
                 vm.kill()?;
@@ -229,6 +249,8 @@ pub struct ProbeRun {
     pub console: String,
     /// Everything the VMM wrote to stderr.
     pub stderr: String,
+    /// The largest resident memory outside guest RAM seen while it ran (KiB).
+    pub overhead_kib: u64,
 }
 
 impl ProbeRun {
