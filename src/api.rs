@@ -55,6 +55,8 @@ pub enum ApiModeError {
     Server(#[from] api_server::ServerError),
     #[error("cannot start the vmm thread: {0}")]
     Spawn(std::io::Error),
+    #[error(transparent)]
+    Seccomp(vmm::seccomp::SeccompError),
 }
 
 /// Where something is: a path or a descriptor inherited from the parent.
@@ -86,11 +88,11 @@ pub struct ApiArgs {
     /// More log output (repeatable: -v debug, -vv trace).
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     verbose: u8,
-    /// System-call filtering: true, false or log. Accepted for compatibility; no filters are
-    /// installed yet.
+    /// System-call filters per thread: true (a forbidden call kills the process), log (the
+    /// kernel logs it and lets it through) or false (no filters).
     #[arg(long, value_name = "true|false|log", default_value = "true",
-          value_parser = ["true", "false", "log"])]
-    seccomp: String,
+          value_parser = vmm::seccomp::parse_mode)]
+    seccomp: vmm::seccomp::SeccompMode,
     /// Write lifecycle events as JSON lines to path=FILE, FILE or fd=N.
     #[arg(long, value_name = "path=FILE|fd=N", value_parser = parse_target)]
     event_monitor: Option<Target>,
@@ -113,7 +115,9 @@ pub fn main(args: ApiArgs) -> ExitCode {
         Err(e) => {
             eprintln!("podvisor: error: {e}");
             let code = match e {
-                ApiModeError::Server(_) | ApiModeError::Spawn(_) => EXIT_INTERNAL_ERROR,
+                ApiModeError::Server(_) | ApiModeError::Spawn(_) | ApiModeError::Seccomp(_) => {
+                    EXIT_INTERNAL_ERROR
+                }
                 _ => EXIT_INVALID_CONFIG,
             };
             ExitCode::from(code)
@@ -134,12 +138,7 @@ fn serve(args: ApiArgs) -> Result<u8, ApiModeError> {
         Some(target) => Some(open_monitor(target)?),
         None => None,
     };
-    if args.seccomp != "false" {
-        log::info!(
-            "--seccomp {}: no system-call filters are installed yet",
-            args.seccomp
-        );
-    }
+    vmm::seccomp::init(args.seccomp).map_err(ApiModeError::Seccomp)?;
     let shared = SharedState::new();
     let (tx, rx) = mpsc::channel();
     let backend = Arc::new(ApiHandle::new(tx.clone(), shared.clone()));
@@ -157,8 +156,12 @@ fn serve(args: ApiArgs) -> Result<u8, ApiModeError> {
     );
     let vmm = std::thread::Builder::new()
         .name("vmm".into())
-        .spawn(move || controller.run())
+        .spawn(move || {
+            vmm::seccomp::enter(vmm::seccomp::Role::Vmm);
+            controller.run()
+        })
         .map_err(ApiModeError::Spawn)?;
+    vmm::seccomp::enter(vmm::seccomp::Role::Vmm);
     let code = vmm.join().unwrap_or_else(|_| {
         log::error!("the vmm thread panicked");
         EXIT_INTERNAL_ERROR

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use vmm::config::{self, SerialOutput, VmConfig};
 use vmm::exit::{ExitReason, EXIT_INTERNAL_ERROR};
+use vmm::seccomp::{self, Role, SeccompMode};
 use vmm::snp_launch;
 use vmm::vm::Vm;
 
@@ -76,6 +77,11 @@ pub struct RunArgs {
     /// the PCI slots after vsock. The guest mounts it with `mount -t virtiofs NAME DIR`.
     #[arg(long = "fs", value_name = "FS", value_parser = config::fs::parse_fs)]
     fs: Vec<config::fs::FsConfig>,
+    /// System-call filters per thread: true (a forbidden call kills the process), log (the
+    /// kernel logs it and lets it through) or false (no filters).
+    #[arg(long, value_name = "true|false|log", default_value = "true",
+          value_parser = seccomp::parse_mode)]
+    seccomp: SeccompMode,
 }
 
 impl RunArgs {
@@ -107,12 +113,20 @@ pub fn main(args: RunArgs) -> ExitCode {
             empty_pages: args.empty_pages,
         });
     }
+    if let Err(e) = seccomp::init(args.seccomp) {
+        eprintln!("podvisor: error: {e}");
+        return ExitCode::from(EXIT_INTERNAL_ERROR);
+    }
     let config = args.into_config();
     // The control loop gets its own thread, named as design.md's thread map says; the main
     // thread only waits for its verdict.
     let vmm = std::thread::Builder::new()
         .name("vmm".into())
-        .spawn(move || run_vm(&config));
+        .spawn(move || {
+            seccomp::enter(Role::Vmm);
+            run_vm(&config)
+        });
+    seccomp::enter(Role::Vmm);
     let code = match vmm.map(|handle| handle.join()) {
         Ok(Ok(code)) => code,
         Ok(Err(_)) => {

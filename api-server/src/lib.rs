@@ -85,7 +85,10 @@ impl ApiServer {
         let ctx = routes::Context::new(backend, info);
         let thread = std::thread::Builder::new()
             .name("api".into())
-            .spawn(move || runtime.block_on(server::serve(listener, ctx, stopped)))
+            .spawn(move || {
+                vmm::seccomp::enter(vmm::seccomp::Role::Api);
+                runtime.block_on(server::serve(listener, ctx, stopped))
+            })
             .map_err(ServerError::Spawn)?;
         Ok(Self { stop, thread })
     }

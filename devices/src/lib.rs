@@ -9,6 +9,7 @@ pub mod bus;
 pub mod legacy;
 pub mod pci;
 pub mod virtio;
+pub mod worker_thread;
 
 use std::sync::Arc;
 

@@ -35,6 +35,7 @@ pub fn forward_input(
                 log::warn!("console input disabled: cannot block SIGTTIN: {e}");
                 return;
             }
+            crate::seccomp::enter(crate::seccomp::Role::Serial);
             pump(&serial, input)
         })
         .map(|_| ())

@@ -31,6 +31,7 @@ pub mod layout;
 pub mod memory;
 pub mod pci_bus;
 pub mod pci_devices;
+pub mod seccomp;
 pub mod signals;
 pub mod snp_launch;
 pub mod snp_memory;

@@ -50,19 +50,22 @@ where
         .map_err(|_| SignalError::AlreadyRouted)?;
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || loop {
-            match reader.read() {
-                Ok(_) => {
-                    log::info!("termination signal received, {what}");
-                    if !action() {
+        .spawn(move || {
+            crate::seccomp::enter(crate::seccomp::Role::Signals);
+            loop {
+                match reader.read() {
+                    Ok(_) => {
+                        log::info!("termination signal received, {what}");
+                        if !action() {
+                            break;
+                        }
+                    }
+                    // The handler is installed without SA_RESTART.
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        log::warn!("signal eventfd failed, signals no longer end the run: {e}");
                         break;
                     }
-                }
-                // The handler is installed without SA_RESTART.
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::warn!("signal eventfd failed, signals no longer end the run: {e}");
-                    break;
                 }
             }
         })

@@ -162,6 +162,7 @@ impl Vcpu {
     }
 
     fn run(mut self) {
+        crate::seccomp::enter(crate::seccomp::Role::Vcpu);
         let mut first_run = true;
         while !self.control.stop_requested() {
             if self.control.pause_requested() {

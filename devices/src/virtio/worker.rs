@@ -7,10 +7,11 @@
 //! cannot starve the other queues or delay a stop request.
 
 use std::io;
-use std::thread::JoinHandle;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
+
+use crate::worker_thread::WorkerThread;
 
 /// The device side of a worker.
 pub trait QueueHandler: Send + 'static {
@@ -23,7 +24,7 @@ pub trait QueueHandler: Send + 'static {
 /// Dropping it stops the thread too.
 pub struct WorkerHandle<H: QueueHandler> {
     stop: EventFd,
-    thread: Option<JoinHandle<Option<H>>>,
+    thread: Option<WorkerThread<Option<H>>>,
 }
 
 impl<H: QueueHandler> WorkerHandle<H> {
@@ -55,7 +56,7 @@ impl<H: QueueHandler> WorkerHandle<H> {
         // The handler travels through a channel so that it can be recovered if the thread
         // cannot be created.
         let (tx, rx) = std::sync::mpsc::channel::<H>();
-        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+        let spawned = crate::worker_thread::spawn(name, move || {
             let handler = rx.recv().ok()?;
             Some(run(epoll, thread_stop, kicks, handler))
         });
@@ -87,8 +88,8 @@ impl<H: QueueHandler> WorkerHandle<H> {
             log::error!("cannot signal a virtio worker to stop: {e}");
         }
         match thread.join() {
-            Ok(handler) => handler,
-            Err(_) => {
+            Some(handler) => handler,
+            None => {
                 log::error!("a virtio worker thread panicked");
                 None
             }

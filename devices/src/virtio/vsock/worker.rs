@@ -8,12 +8,13 @@
 
 use std::io;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
+
+use crate::worker_thread::WorkerThread;
 
 use super::muxer::Muxer;
 use super::packet::{self, RxBuffer};
@@ -302,7 +303,7 @@ impl VsockWorker {
 /// The running worker thread.
 pub struct VsockWorkerHandle {
     stop: EventFd,
-    thread: Option<JoinHandle<Option<VsockWorker>>>,
+    thread: Option<WorkerThread<Option<VsockWorker>>>,
 }
 
 impl VsockWorkerHandle {
@@ -332,7 +333,7 @@ impl VsockWorkerHandle {
             Err(e) => return Err(Box::new((e, worker))),
         };
         let (tx, rx) = std::sync::mpsc::channel::<VsockWorker>();
-        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+        let spawned = crate::worker_thread::spawn(name, move || {
             let worker = rx.recv().ok()?;
             // Packets may have queued up (clients connected) before activation.
             Some(worker.run(epoll, thread_stop))
@@ -362,8 +363,8 @@ impl VsockWorkerHandle {
             log::error!("cannot signal the vsock worker to stop: {e}");
         }
         match thread.join() {
-            Ok(w) => w,
-            Err(_) => {
+            Some(w) => w,
+            None => {
                 log::error!("the vsock worker thread panicked");
                 None
             }
