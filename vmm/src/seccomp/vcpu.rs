@@ -3,9 +3,10 @@
 //! A vCPU runs `KVM_RUN` and handles its exits on the spot: port and MMIO accesses reach the
 //! device buses, so the thread also does what a guest register write may cause there —
 //! MSI-X routing and irqfds (`KVM_SET_GSI_ROUTING`, `KVM_IRQFD`), BAR moves
-//! (`KVM_IOEVENTFD`), device activation (a worker's eventfds and epoll, handed to the
+//! (`KVM_IOEVENTFD`), hot-unplug (the guest's eject releases irqfds and ioeventfds),
+//! device activation (a worker's eventfds and epoll, handed to the
 //! `vmm-spawner` thread over a channel), device reset (stopping a worker), serial output,
-//! and SEV-SNP page conversions (`KVM_SET_MEMORY_ATTRIBUTES` and a guest_memfd hole punch).
+//! virtio-fs activation (vhost-user messages to the backend), and SEV-SNP page conversions (`KVM_SET_MEMORY_ATTRIBUTES` and a guest_memfd hole punch).
 //! The last vCPU to let go of the devices may also tear them down (closing sockets and
 //! removing the vsock listener's socket file). Only those ioctls are allowed: a vCPU cannot
 //! create VMs, vCPUs or memory slots.
@@ -62,6 +63,14 @@ pub(super) fn rules() -> Result<Rules, BackendError> {
         libc::SYS_epoll_create1,
         libc::SYS_epoll_ctl,
         libc::SYS_read,
+        // virtio-fs activation and reset: vhost-user messages to the backend, some carrying
+        // descriptors (guest memory, eventfds).
+        libc::SYS_sendmsg,
+        libc::SYS_recvmsg,
+        libc::SYS_sendto,
+        libc::SYS_recvfrom,
+        libc::SYS_poll,
+        libc::SYS_ppoll,
         // SEV-SNP: free the private backing of a page converted to shared.
         libc::SYS_fallocate,
         // Device teardown.

@@ -12,12 +12,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::super::VirtioInterrupt;
+use crate::worker_thread::WorkerThread;
 
 /// What the relay serves: per call eventfd, the queue index it reports to the transport.
 pub struct RelayPlan {
@@ -32,7 +32,7 @@ pub struct RelayPlan {
 /// A running relay; dropping it stops the thread.
 pub struct Relay {
     stop: EventFd,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<WorkerThread<()>>,
 }
 
 const STOP: u64 = u64::MAX;
@@ -60,9 +60,7 @@ impl Relay {
             )?;
         }
         let thread_stop = stop.try_clone()?;
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || run(&epoll, &thread_stop, &plan))?;
+        let thread = crate::worker_thread::spawn(name, move || run(&epoll, &thread_stop, &plan))?;
         Ok(Self {
             stop,
             thread: Some(thread),
@@ -75,7 +73,7 @@ impl Relay {
             if let Err(e) = self.stop.write(1) {
                 log::error!("cannot signal a virtio-fs relay to stop: {e}");
             }
-            if thread.join().is_err() {
+            if thread.join().is_none() {
                 log::error!("a virtio-fs relay thread panicked");
             }
         }
