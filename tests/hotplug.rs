@@ -125,8 +125,19 @@ fn sha256_hex(data: &[u8], scratch: &Scratch, name: &str) -> String {
     text.split_whitespace().next().unwrap().to_owned()
 }
 
-/// `(fd count, VmRSS in KiB)` of a process.
+/// `(fd count, VmRSS in KiB)` of a process once connections of finished API calls are closed:
+/// the smallest fd count over a few samples.
 fn footprint(pid: u32) -> (usize, u64) {
+    let mut best = sample(pid);
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = sample(pid);
+        best = (best.0.min(now.0), now.1);
+    }
+    best
+}
+
+fn sample(pid: u32) -> (usize, u64) {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count();
@@ -259,7 +270,12 @@ fn disks_and_shares_come_and_go_while_the_probe_watches() {
         remove(&mut n, &id, &slot);
     }
     let after = footprint(pid);
-    assert_eq!(after.0, before.0, "file descriptors after 20 cycles");
+    assert!(
+        after.0 <= before.0,
+        "file descriptors grew from {} to {} over 20 cycles",
+        before.0,
+        after.0
+    );
     assert!(
         after.1 < before.1 + 8 * 1024,
         "RSS grew from {} to {} KiB over 20 cycles",
