@@ -103,7 +103,12 @@ impl RunArgs {
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
+    if let Err(e) = seccomp::init(args.seccomp) {
+        eprintln!("podvisor: error: {e}");
+        return ExitCode::from(EXIT_INTERNAL_ERROR);
+    }
     if let (Some(platform), Some(igvm)) = (args.platform, args.igvm.clone()) {
+        seccomp::enter(Role::Vmm);
         return run_confidential(snp_launch::SnpConfig {
             platform,
             igvm,
@@ -112,10 +117,6 @@ pub fn main(args: RunArgs) -> ExitCode {
             memory: args.memory.size,
             empty_pages: args.empty_pages,
         });
-    }
-    if let Err(e) = seccomp::init(args.seccomp) {
-        eprintln!("podvisor: error: {e}");
-        return ExitCode::from(EXIT_INTERNAL_ERROR);
     }
     let config = args.into_config();
     // The control loop gets its own thread, named as design.md's thread map says; the main

@@ -67,10 +67,6 @@ pub(super) fn rules() -> Result<Rules, BackendError> {
         // descriptors (guest memory, eventfds).
         libc::SYS_sendmsg,
         libc::SYS_recvmsg,
-        libc::SYS_sendto,
-        libc::SYS_recvfrom,
-        libc::SYS_poll,
-        libc::SYS_ppoll,
         // SEV-SNP: free the private backing of a page converted to shared.
         libc::SYS_fallocate,
         // Device teardown.
