@@ -5,7 +5,8 @@
 //! - while a VM runs with a disk, vsock and rng, every thread of `podvisor run` and of the
 //!   API mode shows `Seccomp: 2` (filter mode) and `NoNewPrivs: 1` in /proc, and vCPU, device
 //!   and console threads carry their own filter on top of the one they inherited;
-//! - with `--seccomp false` the same threads show no filter (so the check can fail).
+//! - `--seccomp log` installs the same filters (a forbidden call is then logged and let through,
+//!   see the unit tests); with `--seccomp false` no thread has a filter (so the check can fail).
 //!
 //! That a forbidden call in each role ends the process is shown by the unit tests in
 //! `vmm/src/seccomp/tests.rs`, which confine forked children to each role.
@@ -299,6 +300,21 @@ fn seccomp_false_installs_no_filter() {
     let run = AgentRun::start("off", "false");
     run.exercise();
     assert_none_filtered(run.child.id());
+    run.power_off();
+}
+
+#[test]
+fn seccomp_log_installs_the_same_filters() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let run = AgentRun::start("log", "log");
+    run.exercise();
+    assert_all_filtered(
+        run.child.id(),
+        &["podvisor", "vmm", "vcpu0", "blk-*", "vsock-*"],
+        &["vcpu*", "blk-*", "vsock-*"],
+    );
     run.power_off();
 }
 

@@ -69,7 +69,11 @@ fn narrow_roles_leave_out_what_they_never_do() {
 /// Runs `forbidden` in a forked child confined to `role` (enforcing); returns how the child
 /// ended: `Ok(exit status)` or `Err(signal)`.
 fn run_confined(role: Role, forbidden: impl Fn()) -> Result<i32, i32> {
-    let program = program(role, SeccompMode::Enforce).unwrap().unwrap();
+    run_confined_in(role, SeccompMode::Enforce, forbidden)
+}
+
+fn run_confined_in(role: Role, mode: SeccompMode, forbidden: impl Fn()) -> Result<i32, i32> {
+    let program = program(role, mode).unwrap().unwrap();
     // SAFETY: the child only installs the filter (prctl + seccomp on a prepared program),
     // makes raw system calls and calls _exit: no allocation, no lock, async-signal-safe.
     let pid = unsafe { libc::fork() };
@@ -161,4 +165,20 @@ fn argument_checks_refuse_the_wrong_ioctl_socket_and_open() {
         assert_eq!(run_confined(role, open_read), Ok(0));
     }
     assert_eq!(run_confined(Role::Vmm, open_write), Ok(0));
+}
+
+#[test]
+fn log_mode_lets_a_forbidden_call_through() {
+    // SAFETY: a null path: the kernel fails the call with EFAULT after the filter logs it.
+    let execve = || unsafe {
+        libc::syscall(libc::SYS_execve, 0, 0, 0);
+    };
+    for role in Role::ALL {
+        assert_eq!(
+            run_confined_in(role, SeccompMode::Log, execve),
+            Ok(0),
+            "{}",
+            role.name()
+        );
+    }
 }
