@@ -93,6 +93,15 @@ pub struct ApiArgs {
     #[arg(long, value_name = "true|false|log", default_value = "true",
           value_parser = vmm::seccomp::parse_mode)]
     seccomp: vmm::seccomp::SeccompMode,
+    /// Confine the running VM's threads with Landlock to the files it was configured with
+    /// (kernel, initramfs, disks, entropy source, serial file) and --landlock-rules.
+    #[arg(long)]
+    landlock: bool,
+    /// One more path the running VM may open with --landlock: path=P,access=r|rw
+    /// (repeatable), e.g. the directory disks hot-plugged later come from.
+    #[arg(long = "landlock-rules", value_name = "RULE", requires = "landlock",
+          value_parser = vmm::landlock::parse_rule)]
+    landlock_rules: Vec<vmm::landlock::LandlockRule>,
     /// Write lifecycle events as JSON lines to path=FILE, FILE or fd=N.
     #[arg(long, value_name = "path=FILE|fd=N", value_parser = parse_target)]
     event_monitor: Option<Target>,
@@ -139,6 +148,9 @@ fn serve(args: ApiArgs) -> Result<u8, ApiModeError> {
         None => None,
     };
     vmm::seccomp::init(args.seccomp).map_err(ApiModeError::Seccomp)?;
+    if args.landlock {
+        vmm::landlock::enable(args.landlock_rules.clone());
+    }
     let shared = SharedState::new();
     let (tx, rx) = mpsc::channel();
     let backend = Arc::new(ApiHandle::new(tx.clone(), shared.clone()));

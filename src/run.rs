@@ -82,6 +82,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "true|false|log", default_value = "true",
           value_parser = seccomp::parse_mode)]
     seccomp: SeccompMode,
+    /// Confine the running VM's threads with Landlock to the files it was configured with
+    /// (kernel, initramfs, disks, entropy source, serial file) and --landlock-rules.
+    #[arg(long)]
+    landlock: bool,
+    /// One more path the running VM may open with --landlock: path=P,access=r|rw
+    /// (repeatable), e.g. the directory disks hot-plugged later come from.
+    #[arg(long = "landlock-rules", value_name = "RULE", requires = "landlock",
+          value_parser = vmm::landlock::parse_rule)]
+    landlock_rules: Vec<vmm::landlock::LandlockRule>,
 }
 
 impl RunArgs {
@@ -117,6 +126,9 @@ pub fn main(args: RunArgs) -> ExitCode {
             memory: args.memory.size,
             empty_pages: args.empty_pages,
         });
+    }
+    if args.landlock {
+        vmm::landlock::enable(args.landlock_rules.clone());
     }
     let config = args.into_config();
     // The control loop gets its own thread, named as design.md's thread map says; the main

@@ -27,6 +27,7 @@ pub mod console;
 pub mod cpu;
 pub mod exit;
 pub mod hotplug;
+pub mod landlock;
 pub mod layout;
 pub mod memory;
 pub mod pci_bus;

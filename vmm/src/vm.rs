@@ -86,6 +86,8 @@ pub enum VmError {
     Vcpu(#[from] VcpuError),
     #[error("PCI devices: {0}")]
     Pci(#[from] crate::pci_devices::PciSetupError),
+    #[error(transparent)]
+    Landlock(#[from] crate::landlock::LandlockError),
     #[error("all vCPU threads ended without a reason")]
     VcpusVanished,
     #[error("the VM is no longer running")]
@@ -203,6 +205,8 @@ pub struct Vm {
     /// [`VmHandle::remove_device`].
     bus: PciBus,
     hotplug: Hotplug,
+    /// With `--landlock`: the files the running VM may open.
+    landlock: Option<Vec<crate::landlock::LandlockRule>>,
 }
 
 impl Vm {
@@ -306,6 +310,7 @@ impl Vm {
             console_input,
             bus,
             hotplug,
+            landlock: crate::landlock::plan(config),
         })
     }
 
@@ -330,6 +335,14 @@ impl Vm {
 
     /// Runs the VM to its end. Returns why it ended; `Err` only if it could not start.
     pub fn run(mut self) -> Result<ExitReason, VmError> {
+        // Before any vCPU or device thread exists, so that all of them inherit it.
+        if let Some(rules) = &self.landlock {
+            crate::landlock::restrict(rules)?;
+            log::info!(
+                "Landlock: the VM's threads may open only its {} configured paths",
+                rules.len()
+            );
+        }
         vcpu::install_kick_handler()?;
         if let Some(uart) = self.console_input.take() {
             if let Err(e) = console::forward_input(uart, std::io::stdin()) {

@@ -53,6 +53,10 @@ pub(super) fn rules() -> Result<Rules, BackendError> {
         libc::SYS_getgid,
         libc::SYS_getegid,
         libc::SYS_memfd_create,
+        // --landlock: the thread running the VM confines itself once it is built.
+        libc::SYS_landlock_create_ruleset,
+        libc::SYS_landlock_add_rule,
+        libc::SYS_landlock_restrict_self,
         libc::SYS_timerfd_create,
         libc::SYS_timerfd_settime,
     ]);
