@@ -28,6 +28,7 @@
 //! | `pci` | | `pci-devices`, `pci.BB:DD.F=vendor:device` | power-off (0) |
 //! | `serial-echo` | `probe.secs=N` (30) | `echo`, `echo-bytes` | power-off (0) |
 //! | `blk-write`, `blk-read` | `probe.blk-mib=N`, `probe.blk-seed=N` | `blk0-bdf`, `blk-*-sha256`, ... (see `guest/src/scenario/blk_*.rs`) | power-off (0) |
+//! | `blk-stream` | `probe.flush-every=N`, `probe.blk-kib=N` | `blk-flushed=<blocks>` after each flush (block n holds n) | power-off (0), or killed by the test |
 //! | `power-button` | `probe.secs=N` (60) | `power-button-waiting`, `power-button=pressed\|timeout` (polls the GED event port 0x610) | power-off (0) |
 //! | `rng` | (`--rng src=PATH` on the VMM) | `rng-bdf`, `rng-bytes`, `rng-nonzero`, `rng-differ` (two 64-byte reads) | power-off (0) |
 //! | `vsock-echo` | `probe.secs=N` (300), `probe.vsock-listen-delay-ms=N`, `probe.vsock-source-mib=N` | `vsock-bdf`, `vsock-cid`, `vsock-accepted`, `vsock-echo-bytes`, `vsock-hello`, `vsock-end` (echo on port 1024, ends on a connection to 1025; see `guest/src/scenario/vsock_echo.rs`) | power-off (0) |

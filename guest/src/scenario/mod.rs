@@ -6,6 +6,7 @@ mod agent;
 mod blk_bench;
 mod blk_common;
 mod blk_read;
+mod blk_stream;
 mod blk_write;
 mod boot;
 mod fs_bench;
@@ -101,6 +102,10 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "blk-write",
         run: blk_write::run,
+    },
+    Scenario {
+        name: "blk-stream",
+        run: blk_stream::run,
     },
     Scenario {
         name: "blk-read",
