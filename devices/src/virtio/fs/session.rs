@@ -86,6 +86,12 @@ impl Session {
             .set_read_timeout(Some(REPLY_TIMEOUT))
             .and_then(|()| stream.set_write_timeout(Some(REPLY_TIMEOUT)))
             .map_err(SessionError::Socket)?;
+        Self::from_stream(stream, queues)
+    }
+
+    /// Negotiates over an already connected `stream` (what [`Self::connect`] does after
+    /// connecting); everything the backend answers is untrusted input.
+    pub fn from_stream(stream: UnixStream, queues: u16) -> Result<Self, SessionError> {
         let watch = stream.try_clone().map_err(SessionError::Socket)?;
         let mut frontend = Frontend::from_stream(stream, u64::from(queues));
         frontend.set_owner().map_err(protocol("SET_OWNER"))?;
