@@ -20,34 +20,34 @@ pub const FS_DEVICE_ID: u16 = 0x105a;
 pub const TAG_LEN: usize = 36;
 
 const CAP_VENDOR: u8 = 0x09;
-const CFG_COMMON: u8 = 1;
-const CFG_NOTIFY: u8 = 2;
+pub(crate) const CFG_COMMON: u8 = 1;
+pub(crate) const CFG_NOTIFY: u8 = 2;
 const CFG_DEVICE: u8 = 4;
 
 /// `struct virtio_pci_common_cfg` offsets.
-const DEVICE_FEATURE_SELECT: u64 = 0;
-const DEVICE_FEATURE: u64 = 4;
-const DRIVER_FEATURE_SELECT: u64 = 8;
-const DRIVER_FEATURE: u64 = 12;
-const DEVICE_STATUS: u64 = 20;
-const QUEUE_SELECT: u64 = 22;
-const QUEUE_SIZE: u64 = 24;
+pub(crate) const DEVICE_FEATURE_SELECT: u64 = 0;
+pub(crate) const DEVICE_FEATURE: u64 = 4;
+pub(crate) const DRIVER_FEATURE_SELECT: u64 = 8;
+pub(crate) const DRIVER_FEATURE: u64 = 12;
+pub(crate) const DEVICE_STATUS: u64 = 20;
+pub(crate) const QUEUE_SELECT: u64 = 22;
+pub(crate) const QUEUE_SIZE: u64 = 24;
 const QUEUE_ENABLE: u64 = 28;
 const QUEUE_NOTIFY_OFF: u64 = 30;
 const QUEUE_DESC: u64 = 32;
 const QUEUE_DRIVER: u64 = 40;
 const QUEUE_DEVICE: u64 = 48;
 
-const STATUS_ACKNOWLEDGE: u8 = 1;
-const STATUS_DRIVER: u8 = 2;
-const STATUS_DRIVER_OK: u8 = 4;
-const STATUS_FEATURES_OK: u8 = 8;
-const STATUS_NEEDS_RESET: u8 = 64;
+pub(crate) const STATUS_ACKNOWLEDGE: u8 = 1;
+pub(crate) const STATUS_DRIVER: u8 = 2;
+pub(crate) const STATUS_DRIVER_OK: u8 = 4;
+pub(crate) const STATUS_FEATURES_OK: u8 = 8;
+pub(crate) const STATUS_NEEDS_RESET: u8 = 64;
 /// VIRTIO_F_VERSION_1 is bit 32: bit 0 of feature word 1.
-const VERSION_1_HIGH: u32 = 1;
+pub(crate) const VERSION_1_HIGH: u32 = 1;
 
-const DESC_F_NEXT: u16 = 1;
-const DESC_F_WRITE: u16 = 2;
+pub(crate) const DESC_F_NEXT: u16 = 1;
+pub(crate) const DESC_F_WRITE: u16 = 2;
 /// Entries per queue the probe asks for (it keeps one request, two descriptors, in flight).
 const QUEUE_ENTRIES: u16 = 8;
 /// The hiprio queue is 0; request queues start at 1.
@@ -92,28 +92,28 @@ impl FsError {
 }
 
 /// Volatile access to an identity-mapped MMIO or DMA address.
-fn read<T: Copy>(addr: u64) -> T {
+pub(crate) fn read<T: Copy>(addr: u64) -> T {
     // SAFETY: callers pass addresses inside a BAR region named by the device's capabilities
     // (checked against the BAR size) or inside DMA pages this driver allocated; both are
     // identity-mapped and suitably aligned for `T`.
     unsafe { core::ptr::read_volatile(addr as *const T) }
 }
 
-fn write<T: Copy>(addr: u64, value: T) {
+pub(crate) fn write<T: Copy>(addr: u64, value: T) {
     // SAFETY: as for `read`.
     unsafe { core::ptr::write_volatile(addr as *mut T, value) }
 }
 
 /// One split virtqueue in DMA pages.
-struct Queue {
-    index: u16,
-    size: u16,
-    desc: u64,
-    avail: u64,
-    used: u64,
-    notify: u64,
-    avail_idx: u16,
-    used_idx: u16,
+pub(crate) struct Queue {
+    pub(crate) index: u16,
+    pub(crate) size: u16,
+    pub(crate) desc: u64,
+    pub(crate) avail: u64,
+    pub(crate) used: u64,
+    pub(crate) notify: u64,
+    pub(crate) avail_idx: u16,
+    pub(crate) used_idx: u16,
 }
 
 impl Queue {
@@ -142,21 +142,25 @@ pub struct FsDevice {
 }
 
 /// Reads a config-space dword of `function` through the ECAM window at `ecam`.
-fn cfg_read(ecam: u64, function: DeviceFunction, reg: u8) -> u32 {
+pub(crate) fn cfg_read(ecam: u64, function: DeviceFunction, reg: u8) -> u32 {
     read::<u32>(ecam + u64::from(Cam::Ecam.cam_offset(function, reg & !3)))
 }
 
 /// Where a modern virtio-pci function's configuration structures are (VIRTIO 1.2 §4.1.4).
-struct Capabilities {
-    common: Option<u64>,
+pub(crate) struct Capabilities {
+    pub(crate) common: Option<u64>,
     /// Notify base, offset multiplier and length.
-    notify: Option<(u64, u64, u64)>,
-    device: Option<u64>,
+    pub(crate) notify: Option<(u64, u64, u64)>,
+    pub(crate) device: Option<u64>,
 }
 
 impl Capabilities {
     /// Walks the vendor capabilities of `function`, with memory decoding and bus mastering on.
-    fn find(root: &mut PciRoot<MmioCam<'static>>, ecam: u64, function: DeviceFunction) -> Self {
+    pub(crate) fn find(
+        root: &mut PciRoot<MmioCam<'static>>,
+        ecam: u64,
+        function: DeviceFunction,
+    ) -> Self {
         root.set_command(function, Command::MEMORY_SPACE | Command::BUS_MASTER);
         let mut common = None;
         let mut notify = None;
@@ -223,7 +227,7 @@ pub fn reset_function(
     }
 }
 
-fn reset_common(common: u64, clock: &Clock, timeout_ns: u64) -> bool {
+pub(crate) fn reset_common(common: u64, clock: &Clock, timeout_ns: u64) -> bool {
     write::<u8>(common + DEVICE_STATUS, 0);
     let start = clock.now_ns();
     while read::<u8>(common + DEVICE_STATUS) != 0 {
@@ -291,7 +295,11 @@ impl FsDevice {
         })
     }
 
-    fn setup_queue(common: u64, notify: (u64, u64, u64), index: u16) -> Result<Queue, FsError> {
+    pub(crate) fn setup_queue(
+        common: u64,
+        notify: (u64, u64, u64),
+        index: u16,
+    ) -> Result<Queue, FsError> {
         write::<u16>(common + QUEUE_SELECT, index);
         let max = read::<u16>(common + QUEUE_SIZE);
         if max == 0 {
@@ -394,7 +402,7 @@ impl FsDevice {
         Ok(len as usize)
     }
 
-    fn put_desc(table: u64, i: u64, addr: u64, len: u32, flags: u16, next: u16) {
+    pub(crate) fn put_desc(table: u64, i: u64, addr: u64, len: u32, flags: u16, next: u16) {
         let d = table + 16 * i;
         write::<u64>(d, addr);
         write::<u32>(d + 8, len);

@@ -7,6 +7,7 @@ mod blk_bench;
 mod blk_common;
 mod blk_read;
 mod blk_stream;
+mod hostile;
 mod blk_write;
 mod boot;
 mod fs_bench;
@@ -106,6 +107,10 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "blk-stream",
         run: blk_stream::run,
+    },
+    Scenario {
+        name: "hostile",
+        run: hostile::run,
     },
     Scenario {
         name: "blk-read",

@@ -1,0 +1,287 @@
+//! `hostile`: the probe as a malicious guest. It drives the first virtio-blk disk's request
+//! queue by hand and feeds it what no driver should: a descriptor loop, buffers outside RAM, a
+//! length of 4 GiB, a read-only status byte, an available index far ahead of the ring, a storm
+//! of notifications (also for queues that do not exist), writes all over the configuration
+//! structures, and its BAR moved on top of guest RAM. After each case it resets the device,
+//! brings it up again and reads sector 0 properly: `hostile-<case>=survived` if that works
+//! (the VMM and the device are fine), `hostile-<case>=broken` if not. At the end the second
+//! disk, untouched, is read through the ordinary driver (`hostile-other-disk-sha256`).
+#![allow(unsafe_code)] // reason: the ring pages are raw DMA memory.
+
+use super::blk_common::{fail, pci_root, print_digest, Disks};
+use super::Context;
+use crate::clock::Clock;
+use crate::power::Ending;
+use crate::serial::result;
+use crate::virtio_fs::{
+    self as raw, read, reset_common, write, Capabilities, FsDevice, Queue, DESC_F_NEXT,
+    DESC_F_WRITE,
+};
+use sha2::{Digest, Sha256};
+use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, MmioCam, PciRoot};
+
+const BLK_DEVICE_ID: u16 = 0x1042;
+/// How long the probe waits for the device to answer a hostile chain (it may never).
+const HOSTILE_WAIT_NS: u64 = 200_000_000;
+/// How long a proper request may take.
+const GOOD_WAIT_NS: u64 = 5_000_000_000;
+/// Offset of the first BAR in configuration space.
+const BAR0: u8 = 0x10;
+
+struct RawBlk {
+    ecam: u64,
+    common: u64,
+    device: u64,
+    queue: Queue,
+    /// Header, data and status buffers, one DMA page.
+    buf: u64,
+}
+
+fn bring_up(
+    root: &mut PciRoot<MmioCam<'static>>,
+    ecam: u64,
+    function: DeviceFunction,
+) -> Option<RawBlk> {
+    let caps = Capabilities::find(root, ecam, function);
+    let (common, notify, device) = (caps.common?, caps.notify?, caps.device?);
+    write::<u8>(common + raw::DEVICE_STATUS, 0);
+    write::<u8>(
+        common + raw::DEVICE_STATUS,
+        raw::STATUS_ACKNOWLEDGE | raw::STATUS_DRIVER,
+    );
+    write::<u32>(common + raw::DRIVER_FEATURE_SELECT, 0);
+    write::<u32>(common + raw::DRIVER_FEATURE, 0);
+    write::<u32>(common + raw::DRIVER_FEATURE_SELECT, 1);
+    write::<u32>(common + raw::DRIVER_FEATURE, raw::VERSION_1_HIGH);
+    let ok = raw::STATUS_ACKNOWLEDGE | raw::STATUS_DRIVER | raw::STATUS_FEATURES_OK;
+    write::<u8>(common + raw::DEVICE_STATUS, ok);
+    let queue = FsDevice::setup_queue(common, notify, 0).ok()?;
+    write::<u8>(common + raw::DEVICE_STATUS, ok | raw::STATUS_DRIVER_OK);
+    let buf = raw::dma_buffer(1).as_mut_ptr() as u64;
+    Some(RawBlk {
+        ecam,
+        common,
+        device,
+        queue,
+        buf,
+    })
+}
+
+impl RawBlk {
+    /// Publishes the chain starting at descriptor `head` and notifies.
+    fn submit(&mut self, head: u16) {
+        let q = &mut self.queue;
+        let slot = u64::from(q.avail_idx % q.size);
+        write::<u16>(q.avail + 4 + 2 * slot, head);
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        q.avail_idx = q.avail_idx.wrapping_add(1);
+        write::<u16>(q.avail + 2, q.avail_idx);
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        write::<u16>(q.notify, q.index);
+    }
+
+    /// Waits up to `wait_ns` for a used entry; its length.
+    fn wait(&mut self, clock: &Clock, wait_ns: u64) -> Option<u32> {
+        let q = &mut self.queue;
+        let start = clock.now_ns();
+        loop {
+            core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+            if read::<u16>(q.used + 2) != q.used_idx {
+                let elem = q.used + 4 + 8 * u64::from(q.used_idx % q.size);
+                q.used_idx = q.used_idx.wrapping_add(1);
+                return Some(read::<u32>(elem + 4));
+            }
+            if clock.now_ns().wrapping_sub(start) > wait_ns {
+                return None;
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// A proper read of sector 0: header, 512-byte data, status. True if it completed OK.
+    fn read_sector0(&mut self, clock: &Clock) -> bool {
+        let (hdr, data, status) = (self.buf, self.buf + 64, self.buf + 1024);
+        write::<u32>(hdr, 0); // VIRTIO_BLK_T_IN
+        write::<u32>(hdr + 4, 0);
+        write::<u64>(hdr + 8, 0);
+        write::<u8>(status, 0xff);
+        let d = self.queue.desc;
+        FsDevice::put_desc(d, 0, hdr, 16, DESC_F_NEXT, 1);
+        FsDevice::put_desc(d, 1, data, 512, DESC_F_NEXT | DESC_F_WRITE, 2);
+        FsDevice::put_desc(d, 2, status, 1, DESC_F_WRITE, 0);
+        self.submit(0);
+        self.wait(clock, GOOD_WAIT_NS).is_some() && read::<u8>(status) == 0
+    }
+}
+
+/// One hostile case: what it does to the device.
+type Case = fn(&mut RawBlk, &mut PciRoot<MmioCam<'static>>, DeviceFunction, &Clock);
+
+fn descriptor_loop(b: &mut RawBlk, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, c: &Clock) {
+    let d = b.queue.desc;
+    FsDevice::put_desc(d, 0, b.buf, 16, DESC_F_NEXT, 1);
+    FsDevice::put_desc(d, 1, b.buf + 64, 512, DESC_F_NEXT | DESC_F_WRITE, 0);
+    b.submit(0);
+    let _ = b.wait(c, HOSTILE_WAIT_NS);
+}
+
+fn outside_ram(b: &mut RawBlk, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, c: &Clock) {
+    let d = b.queue.desc;
+    FsDevice::put_desc(d, 0, 0xffff_ffff_f000, 16, DESC_F_NEXT, 1);
+    FsDevice::put_desc(d, 1, 0x7fff_0000_0000, 512, DESC_F_NEXT | DESC_F_WRITE, 2);
+    FsDevice::put_desc(d, 2, b.buf + 1024, 1, DESC_F_WRITE, 0);
+    b.submit(0);
+    let _ = b.wait(c, HOSTILE_WAIT_NS);
+}
+
+fn huge_length(b: &mut RawBlk, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, c: &Clock) {
+    let d = b.queue.desc;
+    write::<u32>(b.buf, 0);
+    write::<u64>(b.buf + 8, 0);
+    FsDevice::put_desc(d, 0, b.buf, 16, DESC_F_NEXT, 1);
+    FsDevice::put_desc(d, 1, b.buf + 64, u32::MAX, DESC_F_NEXT | DESC_F_WRITE, 2);
+    FsDevice::put_desc(d, 2, b.buf + 1024, 1, DESC_F_WRITE, 0);
+    b.submit(0);
+    let _ = b.wait(c, HOSTILE_WAIT_NS);
+}
+
+fn read_only_status(
+    b: &mut RawBlk,
+    _: &mut PciRoot<MmioCam<'static>>,
+    _: DeviceFunction,
+    c: &Clock,
+) {
+    let d = b.queue.desc;
+    write::<u32>(b.buf, 0);
+    FsDevice::put_desc(d, 0, b.buf, 16, DESC_F_NEXT, 1);
+    FsDevice::put_desc(d, 1, b.buf + 64, 512, DESC_F_NEXT | DESC_F_WRITE, 2);
+    FsDevice::put_desc(d, 2, b.buf + 1024, 1, 0, 0);
+    b.submit(0);
+    let _ = b.wait(c, HOSTILE_WAIT_NS);
+}
+
+fn index_jump(b: &mut RawBlk, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, c: &Clock) {
+    let q = &mut b.queue;
+    q.avail_idx = q.avail_idx.wrapping_add(1000);
+    write::<u16>(q.avail + 2, q.avail_idx);
+    write::<u16>(q.notify, q.index);
+    let _ = b.wait(c, HOSTILE_WAIT_NS);
+}
+
+fn notify_storm(b: &mut RawBlk, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, _: &Clock) {
+    for i in 0..20_000u32 {
+        write::<u16>(b.queue.notify, if i % 2 == 0 { 0 } else { 999 });
+    }
+}
+
+fn config_writes(b: &mut RawBlk, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, _: &Clock) {
+    // The device-specific structure and past it, then nonsense into the common structure.
+    for off in (0..256u64).step_by(4) {
+        write::<u32>(b.device + off, 0xffff_ffff);
+    }
+    write::<u16>(b.common + raw::QUEUE_SELECT, 999);
+    write::<u16>(b.common + raw::QUEUE_SIZE, 0xffff);
+    write::<u32>(b.common + raw::DEVICE_FEATURE_SELECT, 0xffff_ffff);
+    let _ = read::<u32>(b.common + raw::DEVICE_FEATURE);
+}
+
+fn bar_over_ram(
+    b: &mut RawBlk,
+    root: &mut PciRoot<MmioCam<'static>>,
+    f: DeviceFunction,
+    _: &Clock,
+) {
+    let old = raw::cfg_read(b.ecam, f, BAR0) & !0xf;
+    // Guest RAM at 1 MiB: the BAR now claims memory the guest's own pages back.
+    root.set_command(f, Command::MEMORY_SPACE | Command::BUS_MASTER);
+    root.set_bar_32(f, 0, 0x0010_0000);
+    let _ = read::<u32>(0x0010_0000);
+    root.set_bar_32(f, 0, old);
+    root.set_command(f, Command::MEMORY_SPACE | Command::BUS_MASTER);
+}
+
+const CASES: &[(&str, Case)] = &[
+    ("descriptor-loop", descriptor_loop),
+    ("outside-ram", outside_ram),
+    ("huge-length", huge_length),
+    ("read-only-status", read_only_status),
+    ("index-jump", index_jump),
+    ("notify-storm", notify_storm),
+    ("config-writes", config_writes),
+    ("bar-over-ram", bar_over_ram),
+];
+
+pub fn run(ctx: &Context) -> Ending {
+    let _ = hostile(ctx);
+    Ending::PowerOff
+}
+
+fn hostile(ctx: &Context) -> Option<()> {
+    let clock = match Clock::start() {
+        Ok(c) => c,
+        Err(_) => return fail("hostile: no clock"),
+    };
+    let (mut root, ecam) = pci_root(ctx)?;
+    let Some(function) = root
+        .enumerate_bus(ecam.start_bus)
+        .find(|(_, i)| i.vendor_id == raw::VIRTIO_VENDOR && i.device_id == BLK_DEVICE_ID)
+        .map(|(f, _)| f)
+    else {
+        return fail("hostile: no virtio-blk disk");
+    };
+    for (name, case) in CASES {
+        let Some(mut blk) = bring_up(&mut root, ecam.base, function) else {
+            result(&format_key(name)).s("broken").nl();
+            continue;
+        };
+        case(&mut blk, &mut root, function, &clock);
+        let _ = reset_common(blk.common, &clock, GOOD_WAIT_NS);
+        let verdict = match bring_up(&mut root, ecam.base, function) {
+            Some(mut again) => {
+                let ok = again.read_sector0(&clock);
+                let _ = reset_common(again.common, &clock, GOOD_WAIT_NS);
+                ok
+            }
+            None => false,
+        };
+        result(&format_key(name))
+            .s(if verdict { "survived" } else { "broken" })
+            .nl();
+    }
+    // The other disk never saw any of it.
+    let mut disks = Disks::discover(ctx)?;
+    let mut other = disks.open(1, "blk1-bdf")?;
+    let mut sector = [0u8; 512];
+    if other.read_blocks(0, &mut sector).is_err() {
+        return fail("hostile: the other disk does not answer");
+    }
+    print_digest("hostile-other-disk-sha256", &Sha256::digest(sector));
+    Some(())
+}
+
+/// `hostile-<case>` in a fixed buffer (the probe has no allocator for strings).
+fn format_key(case: &str) -> HostileKey {
+    let mut key = HostileKey {
+        bytes: [0; 40],
+        len: 0,
+    };
+    for b in b"hostile-".iter().chain(case.as_bytes()) {
+        if let Some(slot) = key.bytes.get_mut(key.len) {
+            *slot = *b;
+            key.len += 1;
+        }
+    }
+    key
+}
+
+struct HostileKey {
+    bytes: [u8; 40],
+    len: usize,
+}
+
+impl core::ops::Deref for HostileKey {
+    type Target = str;
+    fn deref(&self) -> &str {
+        core::str::from_utf8(self.bytes.get(..self.len).unwrap_or(&[])).unwrap_or("hostile")
+    }
+}
