@@ -80,6 +80,18 @@ fn assert_clean(run: &ProbeRun) {
     );
 }
 
+/// The probe wrote `out.txt` into `second` and left `first` alone.
+fn only_second_written(first: &Path, second: &Path) {
+    assert_eq!(
+        std::fs::read(second.join("out.txt")).unwrap(),
+        b"probe-wrote-this"
+    );
+    assert!(
+        !first.join("out.txt").exists(),
+        "the other share was written"
+    );
+}
+
 fn leftovers(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -186,14 +198,7 @@ fn two_shares_are_told_apart_by_tag() {
         "{}",
         r.describe()
     );
-    assert_eq!(
-        std::fs::read(second.join("out.txt")).unwrap(),
-        b"probe-wrote-this"
-    );
-    assert!(
-        !first.join("out.txt").exists(),
-        "the other share was written"
-    );
+    only_second_written(&first, &second);
 }
 
 #[test]
@@ -313,14 +318,7 @@ fn shares_from_create_and_add_fs_reach_the_guest() {
         Some(&sha256_hex(&second.join("in.bin"))),
         "{text}"
     );
-    assert_eq!(
-        std::fs::read(second.join("out.txt")).unwrap(),
-        b"probe-wrote-this"
-    );
-    assert!(
-        !first.join("out.txt").exists(),
-        "the other share was written"
-    );
+    only_second_written(&first, &second);
 }
 
 #[test]

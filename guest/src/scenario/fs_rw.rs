@@ -10,11 +10,9 @@
 //! polls the chosen share (GETATTR of its root) until a request fails or `probe.secs` (60) pass,
 //! reporting `fs-fault=errno|timeout|failed|none`, then whether the other share still answers
 //! (`fs-other-share=ok|error`). Each request waits at most `probe.fs-timeout-ms` (10000).
-#![allow(unsafe_code)] // reason: the ECAM window is handed to the PCI driver as a raw pointer.
 
 use super::blk_common::print_digest;
 use super::Context;
-use crate::acpi::{mcfg_windows, AcpiError, Tables};
 use crate::clock::Clock;
 use crate::fuse_client::{ClientError, Session};
 use crate::power::Ending;
@@ -22,7 +20,7 @@ use crate::serial::{error, result};
 use crate::virtio_fs::{self, FsDevice, FsError};
 use probe_parse::fuse::{self, ROOT_ID};
 use sha2::{Digest, Sha256};
-use virtio_drivers::transport::pci::bus::{Cam, MmioCam, PciRoot};
+
 
 const MAX_SHARES: usize = 4;
 const OUT_TEXT: &[u8] = b"probe-wrote-this";
@@ -56,28 +54,7 @@ fn timeout_ns(ctx: &Context) -> u64 {
 impl Shares {
     /// Finds every virtio-fs function, binds it, reports its tag and runs FUSE_INIT on it.
     pub fn open(ctx: &Context, clock: &Clock) -> Option<Self> {
-        let window = Tables::discover(&crate::identity::MEMORY, ctx.rsdp_hint())
-            .and_then(|t| t.find(b"MCFG"))
-            .and_then(|mcfg| {
-                mcfg_windows(&mcfg)
-                    .next()
-                    .unwrap_or(Err(AcpiError::Missing(*b"MCFG")))
-            });
-        let ecam = match window {
-            Ok(w) => w,
-            Err(e) => {
-                e.report(error()).nl();
-                return None;
-            }
-        };
-        if crate::identity::region(ecam.base, 256 << 20).is_err() {
-            error().s("fs: ECAM window outside the identity map").nl();
-            return None;
-        }
-        // SAFETY: the MCFG names this as the ECAM window, it is identity-mapped (checked
-        // above) and 1 MiB aligned, and nothing else in the probe touches it meanwhile.
-        let cam = unsafe { MmioCam::new(ecam.base as *mut u8, Cam::Ecam) };
-        let mut root = PciRoot::new(cam);
+        let (mut root, ecam) = super::blk_common::pci_root(ctx)?;
         let functions = virtio_fs::find(&root, ecam.start_bus);
         let mut sessions: [Option<Session>; MAX_SHARES] = [None, None, None, None];
         let mut count = 0u64;

@@ -9,14 +9,12 @@
 //! the device is up, so tests can dial before the agent listens.
 //! Results: `vsock-bdf=BB:DD.F`, `vsock-cid=N`, `vsock-accepted=N` (echo connections),
 //! `vsock-echo-bytes=N`, `vsock-hello=sent|refused|pending`, `vsock-end=stop|timeout|error`.
-#![allow(unsafe_code)] // reason: the ECAM window is handed to the PCI driver as a raw pointer.
 
 extern crate alloc;
 
 use alloc::vec::Vec;
 
 use super::Context;
-use crate::acpi::{mcfg_windows, AcpiError, Tables};
 use crate::clock::Clock;
 use crate::dma::ProbeHal;
 use crate::power::Ending;
@@ -25,7 +23,7 @@ use virtio_drivers::device::socket::{
     DisconnectReason, SocketError, VirtIOSocket, VsockAddr, VsockConnectionManager, VsockEventType,
     VMADDR_CID_HOST,
 };
-use virtio_drivers::transport::pci::bus::{Cam, Command, MmioCam, PciRoot};
+use virtio_drivers::transport::pci::bus::Command;
 use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
 use virtio_drivers::transport::DeviceType;
 
@@ -82,30 +80,7 @@ fn param(ctx: &Context, key: &str, default: u64) -> Option<u64> {
 
 /// Finds the first virtio-vsock function on the root bus and brings the driver up.
 pub(super) fn open(ctx: &Context) -> Option<Manager> {
-    let window = Tables::discover(&crate::identity::MEMORY, ctx.rsdp_hint())
-        .and_then(|t| t.find(b"MCFG"))
-        .and_then(|mcfg| {
-            mcfg_windows(&mcfg)
-                .next()
-                .unwrap_or(Err(AcpiError::Missing(*b"MCFG")))
-        });
-    let ecam = match window {
-        Ok(w) => w,
-        Err(e) => {
-            e.report(error()).nl();
-            return None;
-        }
-    };
-    if crate::identity::region(ecam.base, 256 << 20).is_err() {
-        error()
-            .s("vsock: ECAM window outside the identity map")
-            .nl();
-        return None;
-    }
-    // SAFETY: the MCFG names this as the ECAM window, it is identity-mapped (checked above)
-    // and 1 MiB aligned, and nothing else in the probe touches it meanwhile.
-    let cam = unsafe { MmioCam::new(ecam.base as *mut u8, Cam::Ecam) };
-    let mut root = PciRoot::new(cam);
+    let (mut root, ecam) = super::blk_common::pci_root(ctx)?;
     let function = root
         .enumerate_bus(ecam.start_bus)
         .find(|(_, info)| virtio_device_type(info) == Some(DeviceType::Socket))
