@@ -338,12 +338,17 @@ fn the_api_reports_a_share_whose_backend_died_and_the_vm_runs_on() {
     ))
     .unwrap();
     config["fs"] = serde_json::json!([{"tag": "vol", "socket": daemon.socket(), "id": "share0"}]);
-    assert_eq!(
-        vmm.call("PUT", "/api/v1/vm.create", &config.to_string())
-            .status,
-        204
-    );
-    assert_eq!(vmm.call("PUT", "/api/v1/vm.boot", "").status, 204);
+    // A sandbox: the process outlives the VM, so the device's state stays readable however
+    // quickly the guest powers off after seeing the failure.
+    let spec = serde_json::json!({
+        "sandbox_id": "fs-fault",
+        "vm": config,
+        "lifecycle": {"exit_on_vm_end": false},
+    });
+    let created = vmm.call("PUT", "/api/v1/sandbox.create", &spec.to_string());
+    assert_eq!(created.status, 204, "{created:?}");
+    let started = vmm.call("PUT", "/api/v1/sandbox.start", "{}");
+    assert_eq!(started.status, 200, "{started:?}\n{}", vmm.stderr());
     let state = |vmm: &api_client::Podvisor| {
         let info = vmm.call("GET", "/api/v1/vm.info", "").json();
         let devices = info["devices"].as_array().cloned().unwrap_or_default();
@@ -377,12 +382,20 @@ fn the_api_reports_a_share_whose_backend_died_and_the_vm_runs_on() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // The guest saw its requests fail and powered off cleanly: the VM itself was fine.
-    let status = vmm.wait_exit(api_client::PATIENCE);
+    let waited = vmm.call(
+        "GET",
+        &format!(
+            "/api/v1/sandbox.wait?timeout_ms={}",
+            api_client::PATIENCE.as_millis()
+        ),
+        "",
+    );
     let text = std::fs::read_to_string(&console).unwrap_or_default();
+    assert_eq!(waited.status, 200, "{waited:?}\n{text}");
     assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "{text}\n{}",
+        waited.json()["reason"],
+        "poweroff",
+        "{waited:?}\n{text}\n{}",
         vmm.stderr()
     );
     let fault = probe::parse_results(&text).get("fs-fault").cloned();
@@ -396,6 +409,8 @@ fn the_api_reports_a_share_whose_backend_died_and_the_vm_runs_on() {
         .filter(|l| l.contains("closed its socket"))
         .collect();
     assert_eq!(lines.len(), 1, "one clear line: {stderr}");
+    assert_eq!(vmm.call("PUT", "/api/v1/vmm.shutdown", "").status, 204);
+    let _ = vmm.wait_exit(api_client::PATIENCE);
 }
 
 /// Runs the `boot` scenario with `fs_args`; the VMM must refuse before the guest starts.
