@@ -350,3 +350,32 @@ fn linux_sees_a_hot_plugged_disk_appear_and_go() {
     wait_console(&vmm, &console, "hotplug-gone=vda", Duration::from_secs(60));
     assert_eq!(vmm.call("PUT", "/api/v1/vmm.shutdown", "").status, 204);
 }
+
+#[test]
+fn a_full_bus_refuses_more_devices_with_a_clear_error() {
+    if !require_kvm() {
+        return;
+    }
+    let vmm = Podvisor::spawn("hotplug-full", &[]);
+    let img = vmm.file("small.img");
+    std::fs::write(&img, vec![0u8; 4096]).unwrap();
+    let config = probe_config("idle", "probe.secs=120", &vmm.file("console"));
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.create", &config).status, 204);
+    assert_eq!(vmm.call("PUT", "/api/v1/vm.boot", "").status, 204);
+    let body = serde_json::json!({"path": img, "readonly": true}).to_string();
+    let mut added = 0;
+    let refused = loop {
+        let a = vmm.call("PUT", "/api/v1/vm.add-disk", &body);
+        if a.status != 200 {
+            break a;
+        }
+        added += 1;
+        assert!(added <= 31, "more devices than slots");
+    };
+    // Slot 0 is the host bridge and the probe config's rng holds one slot.
+    assert_eq!(added, 30, "{refused:?}");
+    let chain: Vec<String> = serde_json::from_slice(&refused.body).unwrap();
+    assert!(chain.join(" ").contains("slots"), "{chain:?}");
+    assert_eq!(vmm.call("GET", "/api/v1/vm.info", "").status, 200);
+    assert_eq!(vmm.call("PUT", "/api/v1/vmm.shutdown", "").status, 204);
+}
