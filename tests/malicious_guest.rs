@@ -1,4 +1,5 @@
-//! The probe as a malicious guest (`hostile` scenario): it drives a virtio-blk queue by hand
+//! The probe as a malicious guest (`hostile` scenario): it drives a virtio-blk queue, then a
+//! virtio-rng queue, by hand
 //! with a descriptor loop, buffers outside RAM, a 4 GiB length, a read-only status byte, an
 //! available index far ahead, a notification storm (also for queues that do not exist), writes
 //! all over the configuration structures and its BAR moved over guest RAM. The VMM survives
@@ -24,22 +25,8 @@ const CASES: [&str; 8] = [
     "bar-over-ram",
 ];
 
-#[test]
-fn a_hostile_guest_cannot_hurt_the_vmm_or_the_other_devices() {
-    if !probe::require_kvm() {
-        return;
-    }
-    let scratch = Scratch::new("hostile", "blk").unwrap();
-    let target = scratch.file("target.img", &pattern(1 << 20, 3)).unwrap();
-    let other_data = pattern(1 << 20, 4);
-    let other = scratch.file("other.img", &other_data).unwrap();
-    let r = ProbeVm::new("hostile")
-        .arg("--disk")
-        .arg(&format!("path={}", target.display()))
-        .arg("--disk")
-        .arg(&format!("path={},readonly=on", other.display()))
-        .run(PODVISOR)
-        .unwrap_or_else(|e| panic!("{e}"));
+/// Checks a finished `hostile` run: every case survived, the untouched disk answers.
+fn assert_survived(r: &probe::ProbeRun, scratch: &Scratch, other_data: &[u8]) {
     assert_eq!(r.exit_code(), Some(EXIT_POWER_OFF), "{}", r.describe());
     assert!(r.errors().is_empty(), "{}", r.describe());
     for case in CASES {
@@ -60,4 +47,42 @@ fn a_hostile_guest_cannot_hurt_the_vmm_or_the_other_devices() {
         r.describe()
     );
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+}
+
+#[test]
+fn a_hostile_guest_cannot_hurt_the_vmm_or_the_other_devices() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let scratch = Scratch::new("hostile", "blk").unwrap();
+    let target = scratch.file("target.img", &pattern(1 << 20, 3)).unwrap();
+    let other_data = pattern(1 << 20, 4);
+    let other = scratch.file("other.img", &other_data).unwrap();
+    let r = ProbeVm::new("hostile")
+        .arg("--disk")
+        .arg(&format!("path={}", target.display()))
+        .arg("--disk")
+        .arg(&format!("path={},readonly=on", other.display()))
+        .run(PODVISOR)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_survived(&r, &scratch, &other_data);
+}
+
+#[test]
+fn a_hostile_guest_on_the_entropy_device_gets_nowhere_either() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let scratch = Scratch::new("hostile", "rng").unwrap();
+    let other_data = pattern(1 << 20, 5);
+    let other = scratch.file("other.img", &other_data).unwrap();
+    let r = ProbeVm::new("hostile")
+        .param("probe.hostile-device", "rng")
+        .arg("--disk")
+        .arg(&format!("path={},readonly=on", other.display()))
+        .arg("--rng")
+        .arg("src=/dev/urandom")
+        .run(PODVISOR)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_survived(&r, &scratch, &other_data);
 }

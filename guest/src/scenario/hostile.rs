@@ -1,11 +1,14 @@
-//! `hostile`: the probe as a malicious guest. It drives the first virtio-blk disk's request
-//! queue by hand and feeds it what no driver should: a descriptor loop, buffers outside RAM, a
+//! `hostile`: the probe as a malicious guest. It drives the request queue of the first
+//! virtio-blk disk (or, with `probe.hostile-device=rng`, of the virtio-rng device) by hand and
+//! feeds it what no driver should: a descriptor loop, buffers outside RAM, a
 //! length of 4 GiB, a read-only status byte, an available index far ahead of the ring, a storm
 //! of notifications (also for queues that do not exist), writes all over the configuration
 //! structures, and its BAR moved on top of guest RAM. After each case it resets the device,
-//! brings it up again and reads sector 0 properly: `hostile-<case>=survived` if that works
-//! (the VMM and the device are fine), `hostile-<case>=broken` if not. At the end the second
-//! disk, untouched, is read through the ordinary driver (`hostile-other-disk-sha256`).
+//! brings it up again and makes one proper request (a disk: read sector 0; rng: 64 bytes of
+//! entropy): `hostile-<case>=survived` if that works (the VMM and the device are fine),
+//! `hostile-<case>=broken` if not. At the end a disk the cases never touched (the second one,
+//! or the first when the target is rng) is read through the ordinary driver
+//! (`hostile-other-disk-sha256`).
 #![allow(unsafe_code)] // reason: the ring pages are raw DMA memory.
 
 use super::blk_common::{fail, pci_root, print_digest, Disks};
@@ -21,6 +24,13 @@ use sha2::{Digest, Sha256};
 use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, MmioCam, PciRoot};
 
 const BLK_DEVICE_ID: u16 = 0x1042;
+const RNG_DEVICE_ID: u16 = 0x1044;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Blk,
+    Rng,
+}
 /// How long the probe waits for the device to answer a hostile chain (it may never).
 const HOSTILE_WAIT_NS: u64 = 200_000_000;
 /// How long a proper request may take.
@@ -28,7 +38,7 @@ const GOOD_WAIT_NS: u64 = 5_000_000_000;
 /// Offset of the first BAR in configuration space.
 const BAR0: u8 = 0x10;
 
-struct RawBlk {
+struct RawDevice {
     ecam: u64,
     common: u64,
     device: u64,
@@ -41,9 +51,11 @@ fn bring_up(
     root: &mut PciRoot<MmioCam<'static>>,
     ecam: u64,
     function: DeviceFunction,
-) -> Option<RawBlk> {
+) -> Option<RawDevice> {
     let caps = Capabilities::find(root, ecam, function);
-    let (common, notify, device) = (caps.common?, caps.notify?, caps.device?);
+    let (common, notify) = (caps.common?, caps.notify?);
+    // A device without configuration fields: the config writes land on the common structure.
+    let device = caps.device.unwrap_or(common);
     write::<u8>(common + raw::DEVICE_STATUS, 0);
     write::<u8>(
         common + raw::DEVICE_STATUS,
@@ -58,7 +70,7 @@ fn bring_up(
     let queue = FsDevice::setup_queue(common, notify, 0).ok()?;
     write::<u8>(common + raw::DEVICE_STATUS, ok | raw::STATUS_DRIVER_OK);
     let buf = raw::dma_buffer(1).as_mut_ptr() as u64;
-    Some(RawBlk {
+    Some(RawDevice {
         ecam,
         common,
         device,
@@ -67,7 +79,7 @@ fn bring_up(
     })
 }
 
-impl RawBlk {
+impl RawDevice {
     /// Publishes the chain starting at descriptor `head` and notifies.
     fn submit(&mut self, head: u16) {
         let q = &mut self.queue;
@@ -98,6 +110,18 @@ impl RawBlk {
         }
     }
 
+    /// One proper request for `target`; true if it completed as it should.
+    fn proper_request(&mut self, target: Target, clock: &Clock) -> bool {
+        match target {
+            Target::Blk => self.read_sector0(clock),
+            Target::Rng => {
+                FsDevice::put_desc(self.queue.desc, 0, self.buf, 64, DESC_F_WRITE, 0);
+                self.submit(0);
+                self.wait(clock, GOOD_WAIT_NS) == Some(64)
+            }
+        }
+    }
+
     /// A proper read of sector 0: header, 512-byte data, status. True if it completed OK.
     fn read_sector0(&mut self, clock: &Clock) -> bool {
         let (hdr, data, status) = (self.buf, self.buf + 64, self.buf + 1024);
@@ -115,9 +139,9 @@ impl RawBlk {
 }
 
 /// One hostile case: what it does to the device.
-type Case = fn(&mut RawBlk, &mut PciRoot<MmioCam<'static>>, DeviceFunction, &Clock);
+type Case = fn(&mut RawDevice, &mut PciRoot<MmioCam<'static>>, DeviceFunction, &Clock);
 
-fn descriptor_loop(b: &mut RawBlk, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, c: &Clock) {
+fn descriptor_loop(b: &mut RawDevice, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, c: &Clock) {
     let d = b.queue.desc;
     FsDevice::put_desc(d, 0, b.buf, 16, DESC_F_NEXT, 1);
     FsDevice::put_desc(d, 1, b.buf + 64, 512, DESC_F_NEXT | DESC_F_WRITE, 0);
@@ -125,7 +149,7 @@ fn descriptor_loop(b: &mut RawBlk, _: &mut PciRoot<MmioCam<'static>>, _: DeviceF
     let _ = b.wait(c, HOSTILE_WAIT_NS);
 }
 
-fn outside_ram(b: &mut RawBlk, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, c: &Clock) {
+fn outside_ram(b: &mut RawDevice, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, c: &Clock) {
     let d = b.queue.desc;
     FsDevice::put_desc(d, 0, 0xffff_ffff_f000, 16, DESC_F_NEXT, 1);
     FsDevice::put_desc(d, 1, 0x7fff_0000_0000, 512, DESC_F_NEXT | DESC_F_WRITE, 2);
@@ -134,7 +158,7 @@ fn outside_ram(b: &mut RawBlk, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunct
     let _ = b.wait(c, HOSTILE_WAIT_NS);
 }
 
-fn huge_length(b: &mut RawBlk, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, c: &Clock) {
+fn huge_length(b: &mut RawDevice, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, c: &Clock) {
     let d = b.queue.desc;
     write::<u32>(b.buf, 0);
     write::<u64>(b.buf + 8, 0);
@@ -146,7 +170,7 @@ fn huge_length(b: &mut RawBlk, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunct
 }
 
 fn read_only_status(
-    b: &mut RawBlk,
+    b: &mut RawDevice,
     _: &mut PciRoot<MmioCam<'static>>,
     _: DeviceFunction,
     c: &Clock,
@@ -160,7 +184,7 @@ fn read_only_status(
     let _ = b.wait(c, HOSTILE_WAIT_NS);
 }
 
-fn index_jump(b: &mut RawBlk, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, c: &Clock) {
+fn index_jump(b: &mut RawDevice, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, c: &Clock) {
     let q = &mut b.queue;
     q.avail_idx = q.avail_idx.wrapping_add(1000);
     write::<u16>(q.avail + 2, q.avail_idx);
@@ -168,13 +192,13 @@ fn index_jump(b: &mut RawBlk, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFuncti
     let _ = b.wait(c, HOSTILE_WAIT_NS);
 }
 
-fn notify_storm(b: &mut RawBlk, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, _: &Clock) {
+fn notify_storm(b: &mut RawDevice, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, _: &Clock) {
     for i in 0..20_000u32 {
         write::<u16>(b.queue.notify, if i % 2 == 0 { 0 } else { 999 });
     }
 }
 
-fn config_writes(b: &mut RawBlk, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, _: &Clock) {
+fn config_writes(b: &mut RawDevice, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, _: &Clock) {
     // The device-specific structure and past it, then nonsense into the common structure.
     for off in (0..256u64).step_by(4) {
         write::<u32>(b.device + off, 0xffff_ffff);
@@ -186,7 +210,7 @@ fn config_writes(b: &mut RawBlk, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFun
 }
 
 fn bar_over_ram(
-    b: &mut RawBlk,
+    b: &mut RawDevice,
     root: &mut PciRoot<MmioCam<'static>>,
     f: DeviceFunction,
     _: &Clock,
@@ -221,13 +245,22 @@ fn hostile(ctx: &Context) -> Option<()> {
         Ok(c) => c,
         Err(_) => return fail("hostile: no clock"),
     };
+    let target = match ctx.cmdline.get("probe.hostile-device") {
+        None | Some(b"blk") => Target::Blk,
+        Some(b"rng") => Target::Rng,
+        Some(_) => return fail("hostile: probe.hostile-device is blk or rng"),
+    };
+    let device_id = match target {
+        Target::Blk => BLK_DEVICE_ID,
+        Target::Rng => RNG_DEVICE_ID,
+    };
     let (mut root, ecam) = pci_root(ctx)?;
     let Some(function) = root
         .enumerate_bus(ecam.start_bus)
-        .find(|(_, i)| i.vendor_id == raw::VIRTIO_VENDOR && i.device_id == BLK_DEVICE_ID)
+        .find(|(_, i)| i.vendor_id == raw::VIRTIO_VENDOR && i.device_id == device_id)
         .map(|(f, _)| f)
     else {
-        return fail("hostile: no virtio-blk disk");
+        return fail("hostile: no target device");
     };
     for (name, case) in CASES {
         let Some(mut blk) = bring_up(&mut root, ecam.base, function) else {
@@ -238,7 +271,7 @@ fn hostile(ctx: &Context) -> Option<()> {
         let _ = reset_common(blk.common, &clock, GOOD_WAIT_NS);
         let verdict = match bring_up(&mut root, ecam.base, function) {
             Some(mut again) => {
-                let ok = again.read_sector0(&clock);
+                let ok = again.proper_request(target, &clock);
                 let _ = reset_common(again.common, &clock, GOOD_WAIT_NS);
                 ok
             }
@@ -250,7 +283,11 @@ fn hostile(ctx: &Context) -> Option<()> {
     }
     // The other disk never saw any of it.
     let mut disks = Disks::discover(ctx)?;
-    let mut other = disks.open(1, "blk1-bdf")?;
+    let other_index = match target {
+        Target::Blk => 1,
+        Target::Rng => 0,
+    };
+    let mut other = disks.open(other_index, "other-bdf")?;
     let mut sector = [0u8; 512];
     if other.read_blocks(0, &mut sector).is_err() {
         return fail("hostile: the other disk does not answer");
