@@ -34,6 +34,7 @@ pub mod pci_bus;
 pub mod pci_devices;
 pub mod seccomp;
 pub mod signals;
+pub mod snp_certs;
 pub mod snp_launch;
 pub mod snp_memory;
 pub mod vcpu;

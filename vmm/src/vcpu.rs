@@ -149,6 +149,9 @@ pub struct Vcpu {
     /// A confidential guest's private/shared conversions; `None` for ordinary VMs, where
     /// KVM never reports those exits.
     pub conversions: Option<Arc<crate::snp_memory::Conversions>>,
+    /// A confidential guest's certificate requests (`KVM_EXIT_SNP_REQ_CERTS`); `None` where
+    /// the exit is not enabled.
+    pub certs: Option<Arc<crate::snp_certs::CertRequests>>,
 }
 
 impl Vcpu {
@@ -235,6 +238,12 @@ impl Vcpu {
                     "vcpu{index}: memory fault at {gpa:#x}+{size:#x} (flags {flags:#x})"
                 ))),
             },
+            Ok(VcpuExit::Unsupported(crate::snp_certs::KVM_EXIT_SNP_REQ_CERTS))
+                if self.certs.is_some() =>
+            {
+                self.answer_cert_request();
+                None
+            }
             Ok(VcpuExit::Shutdown) => Some(ExitReason::TripleFault { vcpu: index }),
             Ok(VcpuExit::SystemEvent(kind, data)) => Some(system_event(index, kind, data)),
             Ok(VcpuExit::InternalError) => {
@@ -273,6 +282,33 @@ impl Vcpu {
         // the kernel fills the `internal` member of the union; reading a u32 from it is
         // valid for any bit pattern.
         unsafe { run.__bindgen_anon_1.internal.suberror }
+    }
+
+    /// Reads `kvm_run.snp_req_certs {gpa, npages, ret}` (not in kvm-bindings yet: the first
+    /// three u64 of the exit union), answers, and writes `ret` and `npages` back.
+    fn answer_cert_request(&mut self) {
+        let Some(certs) = self.certs.clone() else {
+            return;
+        };
+        let run = self.fd.get_kvm_run();
+        // SAFETY: right after KVM_RUN returned KVM_EXIT_SNP_REQ_CERTS the kernel has filled
+        // the union's first 24 bytes with `snp_req_certs`; the 256-byte padding member covers
+        // them and any bit pattern is a valid byte.
+        let area = unsafe { &mut run.__bindgen_anon_1.padding };
+        let word = |area: &[std::os::raw::c_char], i: usize| {
+            let mut b = [0u8; 8];
+            for (d, s) in b.iter_mut().zip(area.iter().skip(i * 8)) {
+                *d = *s as u8;
+            }
+            u64::from_le_bytes(b)
+        };
+        let (gpa, npages) = (word(area, 0), word(area, 1));
+        let reply = certs.on_request(gpa, npages);
+        for (i, value) in [(1usize, reply.npages), (2, reply.ret)] {
+            for (d, s) in area.iter_mut().skip(i * 8).zip(value.to_le_bytes()) {
+                *d = s as std::os::raw::c_char;
+            }
+        }
     }
 
     fn where_is_rip(&self) -> String {

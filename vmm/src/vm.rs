@@ -525,6 +525,7 @@ fn create_vcpus(
             events: shared.events.clone(),
             clock: shared.clock.clone(),
             conversions: None,
+            certs: None,
         });
     }
     Ok(vcpus)
