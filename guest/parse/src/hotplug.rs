@@ -64,7 +64,13 @@ impl Tracker {
     /// clears its DOWN bit or a device appears in it again. A register reading all ones is not
     /// decoded (no controller answered) and counts as empty; the host bridge's bit is ignored.
     pub fn poll(&mut self, up: u32, down: u32) -> Work {
-        let decoded = |v: u32| if v == NO_CONTROLLER { 0 } else { v & !HOST_BRIDGE };
+        let decoded = |v: u32| {
+            if v == NO_CONTROLLER {
+                0
+            } else {
+                v & !HOST_BRIDGE
+            }
+        };
         let (up, down) = (decoded(up), decoded(down));
         self.acknowledged &= down & !up;
         Work {

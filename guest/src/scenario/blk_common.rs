@@ -6,8 +6,8 @@
 use super::Context;
 use crate::acpi::{mcfg_windows, AcpiError, Tables};
 use crate::dma::ProbeHal;
-use probe_parse::acpi::Ecam;
 use crate::serial::{error, result};
+use probe_parse::acpi::Ecam;
 use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::transport::pci::bus::{Cam, Command, DeviceFunction, MmioCam, PciRoot};
 use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};

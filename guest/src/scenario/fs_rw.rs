@@ -21,7 +21,6 @@ use crate::virtio_fs::{self, FsDevice, FsError};
 use probe_parse::fuse::{self, ROOT_ID};
 use sha2::{Digest, Sha256};
 
-
 const MAX_SHARES: usize = 4;
 const OUT_TEXT: &[u8] = b"probe-wrote-this";
 

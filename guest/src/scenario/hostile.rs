@@ -141,7 +141,12 @@ impl RawDevice {
 /// One hostile case: what it does to the device.
 type Case = fn(&mut RawDevice, &mut PciRoot<MmioCam<'static>>, DeviceFunction, &Clock);
 
-fn descriptor_loop(b: &mut RawDevice, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, c: &Clock) {
+fn descriptor_loop(
+    b: &mut RawDevice,
+    _: &mut PciRoot<MmioCam<'static>>,
+    _: DeviceFunction,
+    c: &Clock,
+) {
     let d = b.queue.desc;
     FsDevice::put_desc(d, 0, b.buf, 16, DESC_F_NEXT, 1);
     FsDevice::put_desc(d, 1, b.buf + 64, 512, DESC_F_NEXT | DESC_F_WRITE, 0);
@@ -192,13 +197,23 @@ fn index_jump(b: &mut RawDevice, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFun
     let _ = b.wait(c, HOSTILE_WAIT_NS);
 }
 
-fn notify_storm(b: &mut RawDevice, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, _: &Clock) {
+fn notify_storm(
+    b: &mut RawDevice,
+    _: &mut PciRoot<MmioCam<'static>>,
+    _: DeviceFunction,
+    _: &Clock,
+) {
     for i in 0..20_000u32 {
         write::<u16>(b.queue.notify, if i % 2 == 0 { 0 } else { 999 });
     }
 }
 
-fn config_writes(b: &mut RawDevice, _: &mut PciRoot<MmioCam<'static>>, _: DeviceFunction, _: &Clock) {
+fn config_writes(
+    b: &mut RawDevice,
+    _: &mut PciRoot<MmioCam<'static>>,
+    _: DeviceFunction,
+    _: &Clock,
+) {
     // The device-specific structure and past it, then nonsense into the common structure.
     for off in (0..256u64).step_by(4) {
         write::<u32>(b.device + off, 0xffff_ffff);

@@ -25,12 +25,12 @@ extern crate alloc;
 use super::blk_common::{open_function, pci_root, Blk};
 use super::Context;
 use crate::clock::Clock;
-use alloc::boxed::Box;
 use crate::fuse_client::Session;
 use crate::port::{inl, outl};
 use crate::power::Ending;
 use crate::serial::{error, out, result, Out};
 use crate::virtio_fs::{self, dma_buffer, FsDevice, FS_DEVICE_ID, VIRTIO_VENDOR};
+use alloc::boxed::Box;
 use probe_parse::acpi::Ecam;
 use probe_parse::hotplug::{self, slots, Tracker};
 use sha2::{Digest, Sha256};
@@ -97,7 +97,9 @@ fn watch(ctx: &Context) -> Option<()> {
     let max_events = param(ctx, "probe.hotplug-events", u64::MAX)?;
     let hash_kib = param(ctx, "probe.hash-kib", DEFAULT_HASH_KIB)?;
     if hash_kib == 0 || hash_kib > 4 << 20 {
-        error().s("hotplug: probe.hash-kib must be 1 to 4194304").nl();
+        error()
+            .s("hotplug: probe.hash-kib must be 1 to 4194304")
+            .nl();
         return None;
     }
     let timeout_ms = param(ctx, "probe.fs-timeout-ms", DEFAULT_TIMEOUT_MS)?.min(3_600_000);
@@ -273,8 +275,7 @@ impl Watcher<'_> {
 
     fn add_share(&mut self, slot: u8) -> Outcome {
         let function = self.function(slot);
-        let dev = match FsDevice::open(&mut self.root, self.ecam.base, function, self.timeout_ns)
-        {
+        let dev = match FsDevice::open(&mut self.root, self.ecam.base, function, self.timeout_ns) {
             Ok(dev) => dev,
             Err(_) => return Outcome::Error("virtio-fs bring-up failed"),
         };
