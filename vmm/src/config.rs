@@ -286,6 +286,23 @@ pub fn parse_memory_spec(text: &str) -> Result<MemorySpec, ConfigError> {
     Ok(MemorySpec { size, shared })
 }
 
+/// The `key=value` pairs of a comma-separated option value (`--disk`, `--vsock`, `--fs`), each
+/// key at most once; the error says what is wrong with the value.
+pub(crate) fn key_values(text: &str) -> Result<Vec<(&str, &str)>, String> {
+    let mut seen = std::collections::BTreeSet::new();
+    text.split(',')
+        .map(|part| {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?} is not key=value"))?;
+            if !seen.insert(key) {
+                return Err(format!("{key} given twice"));
+            }
+            Ok((key, value))
+        })
+        .collect()
+}
+
 /// Parses a vCPU count: `2` or `boot=2` (other Cloud Hypervisor options are refused).
 pub fn parse_cpus(text: &str) -> Result<u32, ConfigError> {
     let bad = || ConfigError::InvalidCpus {

@@ -77,14 +77,7 @@ pub fn parse_disk(text: &str) -> Result<DiskConfig, DiskConfigError> {
         why,
     };
     let mut disk = DiskConfig::new(PathBuf::new());
-    let mut seen = BTreeSet::new();
-    for item in text.split(',') {
-        let (key, value) = item
-            .split_once('=')
-            .ok_or_else(|| syntax(format!("{item:?} is not key=value")))?;
-        if !seen.insert(key) {
-            return Err(syntax(format!("{key} given twice")));
-        }
+    for (key, value) in super::key_values(text).map_err(syntax)? {
         let number = |max: u16| {
             value
                 .parse::<u16>()

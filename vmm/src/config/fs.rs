@@ -73,14 +73,7 @@ pub fn parse_fs(text: &str) -> Result<FsConfig, FsConfigError> {
     let mut num_queues = 1;
     let mut queue_size = DEFAULT_QUEUE_SIZE;
     let mut id = None;
-    let mut seen = BTreeSet::new();
-    for part in text.split(',') {
-        let Some((key, value)) = part.split_once('=') else {
-            return Err(syntax(format!("{part:?} is not key=value")));
-        };
-        if !seen.insert(key) {
-            return Err(syntax(format!("{key} given twice")));
-        }
+    for (key, value) in super::key_values(text).map_err(syntax)? {
         let number = |what: &str| {
             value
                 .parse::<u16>()

@@ -2,7 +2,6 @@
 //! spelling. The guest gets CID `N` (Kata uses 3); the host side is a hybrid-vsock Unix socket
 //! listening on `PATH`, and guest connections to host port `P` go to `PATH_P`.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use devices::virtio::vsock::{MAX_GUEST_CID, MIN_GUEST_CID};
@@ -31,14 +30,7 @@ pub fn parse_vsock(text: &str) -> Result<VsockConfig, VsockConfigError> {
     let mut cid = None;
     let mut socket = None;
     let mut id = None;
-    let mut seen = BTreeSet::new();
-    for part in text.split(',') {
-        let Some((key, value)) = part.split_once('=') else {
-            return Err(syntax(format!("{part:?} is not key=value")));
-        };
-        if !seen.insert(key) {
-            return Err(syntax(format!("{key} given twice")));
-        }
+    for (key, value) in super::key_values(text).map_err(syntax)? {
         match key {
             "cid" => {
                 let n: u64 = value
