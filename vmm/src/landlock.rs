@@ -1,13 +1,14 @@
 //! Optional Landlock confinement of the files a running VM may open (`--landlock`): once the
-//! VM is built, the thread that runs it — and every thread it starts: vCPUs, device workers,
-//! console — may open only the VM's configured files (kernel, initramfs, disks, entropy source,
+//! VM is built, the thread that runs it — and every thread it starts: vCPUs, console — and
+//! the device workers (which the seccomp spawner starts outside that tree, see
+//! [`confine_worker`]) may open only the VM's configured files (kernel, initramfs, disks, entropy source,
 //! serial file) and what `--landlock-rules path=P,access=r|rw` adds (e.g. a directory that
 //! disks hot-plugged later will come from). Everything the VM needed to start is open by then,
 //! so a thread an attacker takes over through guest input cannot read or write other host
 //! files. Sockets are not files for Landlock: vsock and vhost-user connections keep working.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use landlock::{
     path_beneath_rules, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
@@ -93,6 +94,32 @@ pub fn plan(config: &VmConfig) -> Option<Vec<LandlockRule>> {
     match POLICY.get() {
         Some(Some(extra)) => Some(rules_for(config, extra)),
         _ => None,
+    }
+}
+
+/// The rules of the VM that confined itself last; device workers started for it outside
+/// its thread tree take them on.
+static ACTIVE: Mutex<Option<Vec<LandlockRule>>> = Mutex::new(None);
+
+/// Confines the thread running a VM (and the threads it starts) to `rules`, and has later
+/// device workers confine themselves the same way.
+pub fn confine_vm(rules: &[LandlockRule]) -> Result<(), LandlockError> {
+    restrict(rules)?;
+    *ACTIVE.lock().unwrap_or_else(PoisonError::into_inner) = Some(rules.to_vec());
+    Ok(())
+}
+
+/// Called first thing in a device worker started outside the VM's thread tree: takes on the
+/// running VM's confinement, if there is one.
+pub fn confine_worker() {
+    let rules = ACTIVE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    if let Some(rules) = rules {
+        if let Err(e) = restrict(&rules) {
+            log::error!("device worker: {e}");
+        }
     }
 }
 
@@ -189,6 +216,20 @@ mod tests {
         })
         .join()
         .unwrap();
+        // A worker started outside the VM's thread tree takes on the VM's confinement.
+        let vm_rules = rules_for(&config, &[]);
+        std::thread::spawn(move || confine_vm(&vm_rules).unwrap())
+            .join()
+            .unwrap();
+        let (outside, inside) = (dir.join("other.img"), dir.join("allowed/disk.img"));
+        std::thread::spawn(move || {
+            confine_worker();
+            assert!(std::fs::read(&outside).is_err());
+            std::fs::read(&inside).unwrap();
+        })
+        .join()
+        .unwrap();
+        *ACTIVE.lock().unwrap() = None;
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -335,9 +335,10 @@ impl Vm {
 
     /// Runs the VM to its end. Returns why it ended; `Err` only if it could not start.
     pub fn run(mut self) -> Result<ExitReason, VmError> {
-        // Before any vCPU or device thread exists, so that all of them inherit it.
+        // Before any vCPU or console thread exists, so that all of them inherit it; device
+        // workers, started by the seccomp spawner, take it on themselves.
         if let Some(rules) = &self.landlock {
-            crate::landlock::restrict(rules)?;
+            crate::landlock::confine_vm(rules)?;
             log::info!(
                 "Landlock: the VM's threads may open only its {} configured paths",
                 rules.len()

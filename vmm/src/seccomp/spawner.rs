@@ -47,6 +47,8 @@ pub(super) fn start() -> Result<(), SeccompError> {
                 let started = std::thread::Builder::new()
                     .name(request.name)
                     .spawn(move || {
+                        // Landlock first: the device filter has no Landlock calls.
+                        crate::landlock::confine_worker();
                         enter(Role::Device);
                         body()
                     });
