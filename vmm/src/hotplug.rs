@@ -64,7 +64,6 @@ pub struct Hotplug {
     controller: Arc<HotplugController>,
     ged: Arc<Ged>,
     pending: Vec<PendingRemoval>,
-    timeout: Duration,
 }
 
 impl Hotplug {
@@ -73,7 +72,6 @@ impl Hotplug {
             controller,
             ged,
             pending: Vec::new(),
-            timeout: EJECT_TIMEOUT,
         }
     }
 
@@ -88,7 +86,7 @@ impl Hotplug {
                     slot,
                     id,
                     reply: Some(reply),
-                    deadline: Instant::now() + self.timeout,
+                    deadline: Instant::now() + EJECT_TIMEOUT,
                 }),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -146,13 +144,12 @@ impl Hotplug {
 
     /// Tells requesters whose wait ran out; their removals stay requested.
     pub fn expire(&mut self, now: Instant) {
-        let timeout = self.timeout;
         for p in self.pending.iter_mut().filter(|p| p.deadline <= now) {
             if let Some(reply) = p.reply.take() {
                 log::warn!("the guest has not released {} yet", p.id);
                 let _ = reply.send(Err(HotplugError::EjectTimeout {
                     id: p.id.clone(),
-                    waited: timeout,
+                    waited: EJECT_TIMEOUT,
                 }));
             }
         }

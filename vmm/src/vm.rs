@@ -155,20 +155,24 @@ impl VmHandle {
 
     /// Puts a device on the running VM's bus and tells the guest; returns where it landed.
     pub fn add_device(&self, spec: DeviceSpec) -> Result<PlacedDevice, HotplugError> {
-        let (reply, answer) = mpsc::channel();
-        self.events
-            .send(VmEvent::Hotplug(HotplugRequest::Add { spec, reply }))
-            .map_err(|_| HotplugError::NotRunning)?;
-        answer.recv().map_err(|_| HotplugError::NotRunning)?
+        self.hotplug(|reply| HotplugRequest::Add { spec, reply })
     }
 
     /// Asks the guest to release device `id` and returns once it did and the device is gone
     /// (or with [`HotplugError::EjectTimeout`]).
     pub fn remove_device(&self, id: &str) -> Result<(), HotplugError> {
-        let (reply, answer) = mpsc::channel();
         let id = id.to_owned();
+        self.hotplug(|reply| HotplugRequest::Remove { id, reply })
+    }
+
+    /// Sends a hot-plug request to the control loop and waits for its answer.
+    fn hotplug<T>(
+        &self,
+        request: impl FnOnce(Sender<Result<T, HotplugError>>) -> HotplugRequest,
+    ) -> Result<T, HotplugError> {
+        let (reply, answer) = mpsc::channel();
         self.events
-            .send(VmEvent::Hotplug(HotplugRequest::Remove { id, reply }))
+            .send(VmEvent::Hotplug(request(reply)))
             .map_err(|_| HotplugError::NotRunning)?;
         answer.recv().map_err(|_| HotplugError::NotRunning)?
     }
@@ -264,13 +268,10 @@ impl Vm {
             ged,
         } = build_pio_bus(&vm_fd, serial_out, &control, &tx, markers)?;
         let mut mmio = Bus::new();
-        let eject_tx = Mutex::new(tx.clone());
+        let eject_tx = tx.clone();
         let on_eject = Box::new(move |slots: u32| {
-            let tx = eject_tx
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
             // A closed channel means the VM is being torn down; nothing to remove then.
-            let _ = tx.send(VmEvent::Hotplug(HotplugRequest::Ejected(slots)));
+            let _ = eject_tx.send(VmEvent::Hotplug(HotplugRequest::Ejected(slots)));
         });
         let (bus, controller) = crate::pci_devices::attach(
             &vm_fd,

@@ -11,7 +11,7 @@
 pub mod relay;
 pub mod session;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -93,7 +93,6 @@ struct Running {
 /// A virtio-fs device connected to its backend.
 pub struct Fs {
     id: String,
-    socket: PathBuf,
     config: [u8; TAG_LEN + 4],
     queue_sizes: Vec<u16>,
     session: Session,
@@ -114,7 +113,6 @@ impl Fs {
             })?;
         Ok(Self {
             id: options.id.clone(),
-            socket: options.socket.clone(),
             config: config_space(&options.tag, options.num_request_queues),
             queue_sizes: vec![options.queue_size; usize::from(queues)],
             session,
@@ -126,11 +124,6 @@ impl Fs {
     /// Set once the backend went away or refused the queues; shared so the VMM can report it.
     pub fn failed_flag(&self) -> Arc<AtomicBool> {
         self.failed.clone()
-    }
-
-    /// The backend's socket.
-    pub fn socket(&self) -> &Path {
-        &self.socket
     }
 
     fn fail(&self, what: &str, e: &SessionError) -> ActivateError {
