@@ -74,18 +74,7 @@ fn kata_sequence_with_the_linux_kit() {
     }
     let mut vmm = Podvisor::spawn("kata-linux", &["-v"]);
     let console = vmm.file("console");
-    let config = serde_json::json!({
-        "payload": {
-            "kernel": kit.vmlinux,
-            "initramfs": kit.initramfs,
-            "cmdline": "console=ttyS0 loglevel=4 podvisor.init=idle podvisor.secs=600",
-        },
-        "cpus": {"boot_vcpus": 2, "max_vcpus": 2},
-        "memory": {"size": 512u64 << 20},
-        "serial": {"mode": "File", "file": console},
-        "console": {"mode": "Off"},
-    })
-    .to_string();
+    let config = api_client::linux_config(&kit, "idle", "podvisor.secs=600", &console);
     assert_eq!(vmm.call("PUT", "/api/v1/vm.create", &config).status, 204);
     assert_eq!(vmm.state(), "Created");
     let a = vmm.call("PUT", "/api/v1/vm.boot", "");

@@ -320,18 +320,7 @@ fn linux_sees_a_hot_plugged_disk_appear_and_go() {
     let want = sha256_hex(&data, &scratch, "disk.copy");
     let vmm = Podvisor::spawn("hotplug-linux", &[]);
     let console = vmm.file("console");
-    let config = serde_json::json!({
-        "payload": {
-            "kernel": kit.vmlinux,
-            "initramfs": kit.initramfs,
-            "cmdline": "console=ttyS0 loglevel=4 podvisor.init=hotplug podvisor.secs=600",
-        },
-        "cpus": {"boot_vcpus": 2, "max_vcpus": 2},
-        "memory": {"size": 512u64 << 20},
-        "serial": {"mode": "File", "file": console},
-        "console": {"mode": "Off"},
-    })
-    .to_string();
+    let config = api_client::linux_config(&kit, "hotplug", "podvisor.secs=600", &console);
     assert_eq!(vmm.call("PUT", "/api/v1/vm.create", &config).status, 204);
     assert_eq!(vmm.call("PUT", "/api/v1/vm.boot", "").status, 204);
     wait_console(&vmm, &console, "hotplug-ready", Duration::from_secs(300));

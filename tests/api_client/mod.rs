@@ -197,3 +197,25 @@ pub fn probe_config(scenario: &str, params: &str, serial: &Path) -> String {
     })
     .to_string()
 }
+
+/// A `vm.create` body booting the Linux guest kit (2 vCPUs, 512 MiB) with `init` as the kit's
+/// `/init` action (`podvisor.init=`) and `params` after it, console to `serial`.
+pub fn linux_config(
+    kit: &podvisor_tests::linux::Kit,
+    init: &str,
+    params: &str,
+    serial: &Path,
+) -> String {
+    serde_json::json!({
+        "payload": {
+            "kernel": kit.vmlinux,
+            "initramfs": kit.initramfs,
+            "cmdline": format!("console=ttyS0 loglevel=4 podvisor.init={init} {params}"),
+        },
+        "cpus": {"boot_vcpus": 2, "max_vcpus": 2},
+        "memory": {"size": 512u64 << 20},
+        "serial": {"mode": "File", "file": serial},
+        "console": {"mode": "Off"},
+    })
+    .to_string()
+}
