@@ -3,19 +3,18 @@
 // Test helpers outside #[test] functions: a failed setup step should fail the test loudly.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use podvisor_tests::scratch::ScratchFile;
+use std::path::Path;
 use std::process::{Command, Output};
 
 const PODVISOR: &str = env!("CARGO_BIN_EXE_podvisor");
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("podvisor-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+fn scratch(name: &str) -> ScratchFile {
+    ScratchFile::new("cli", name)
 }
 
 /// A file that passes the format check: a minimal ELF header, nothing loadable after it.
-fn elf_like(name: &str, len: usize) -> PathBuf {
+fn elf_like(name: &str, len: usize) -> ScratchFile {
     let path = scratch(name);
     let mut bytes = vec![0u8; len.max(4)];
     bytes[..4].copy_from_slice(&[0x7f, b'E', b'L', b'F']);

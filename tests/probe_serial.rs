@@ -3,7 +3,7 @@
 //! console on stdout, the VMM's stdin reaches the guest's UART.
 
 use podvisor_tests::probe::{self, parse_errors, parse_results, ProbeRun, ProbeVm, EXIT_POWER_OFF};
-use std::path::PathBuf;
+use podvisor_tests::scratch::ScratchFile;
 
 const PODVISOR: &str = env!("CARGO_BIN_EXE_podvisor");
 
@@ -13,12 +13,8 @@ fn run(vm: ProbeVm) -> ProbeRun {
     vm.run(PODVISOR).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn scratch_file(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("podvisor-probe-serial-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join(name);
-    let _ = std::fs::remove_file(&path);
-    path
+fn scratch_file(name: &str) -> ScratchFile {
+    ScratchFile::new("probe-serial", name)
 }
 
 #[test]
@@ -49,7 +45,6 @@ fn serial_to_file() {
         "file:\n{text}"
     );
     assert!(parse_errors(&text).is_empty(), "file:\n{text}");
-    let _ = std::fs::remove_file(&path);
 }
 
 #[test]

@@ -4,8 +4,8 @@
 // A test crate: helpers outside `#[test]` functions fail the test by unwrapping.
 #![allow(clippy::unwrap_used)]
 
+use podvisor_tests::scratch::ScratchFile;
 use snp::igvm_fixtures::{self as fx, Sample};
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn podvisor(args: &[&str]) -> Output {
@@ -16,12 +16,8 @@ fn podvisor(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn write_image(name: &str, bytes: &[u8]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("podvisor-snp-igvm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path
+fn write_image(name: &str, bytes: &[u8]) -> ScratchFile {
+    ScratchFile::with("snp-igvm", name, bytes).unwrap()
 }
 
 /// The `igvm` crate's measurement of `sample` for `vcpus` vCPUs (KVM measures one VMSA per

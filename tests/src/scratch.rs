@@ -34,6 +34,57 @@ impl Drop for Scratch {
     }
 }
 
+/// One file under the system temp dir, `podvisor-<area>-<pid>-<name>`, removed on drop (also
+/// when the test fails), so runs leave nothing behind.
+pub struct ScratchFile(PathBuf);
+
+impl ScratchFile {
+    /// The path only; nothing is created, and a stale file of the same name is removed.
+    pub fn new(area: &str, name: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("podvisor-{area}-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        Self(path)
+    }
+
+    /// A new file holding `contents`.
+    pub fn with(area: &str, name: &str, contents: &[u8]) -> io::Result<Self> {
+        let file = Self::new(area, name);
+        std::fs::write(&file.0, contents)?;
+        Ok(file)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ScratchFile {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for ScratchFile {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for ScratchFile {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// xorshift bytes, reproducible from the seed: no zero-filled, shifted or truncated copy
 /// matches them by accident.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {

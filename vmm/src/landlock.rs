@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn a_confined_thread_opens_only_its_files() {
-        let dir = std::env::temp_dir().join(format!("podvisor-landlock-{}", std::process::id()));
+        let dir = crate::test_scratch::ScratchDir::new("landlock");
         std::fs::create_dir_all(dir.join("allowed")).unwrap();
         let inside = dir.join("allowed/disk.img");
         let outside = dir.join("other.img");
@@ -230,6 +230,5 @@ mod tests {
         .join()
         .unwrap();
         *ACTIVE.lock().unwrap() = None;
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -37,5 +37,7 @@ pub mod signals;
 pub mod snp_certs;
 pub mod snp_launch;
 pub mod snp_memory;
+#[cfg(test)]
+mod test_scratch;
 pub mod vcpu;
 pub mod vm;

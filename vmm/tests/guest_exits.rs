@@ -23,10 +23,24 @@ fn kvm_available() -> bool {
     false
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("podvisor-exits-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A file of one test, named after the test process, removed when the test ends (also when it
+/// fails), so runs leave nothing behind.
+struct ScratchFile(PathBuf);
+
+impl ScratchFile {
+    fn path(&self) -> PathBuf {
+        self.0.clone()
+    }
+}
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> ScratchFile {
+    ScratchFile(std::env::temp_dir().join(format!("podvisor-exits-{}-{name}", std::process::id())))
 }
 
 fn put<const N: usize>(buf: &mut [u8], offset: usize, bytes: [u8; N]) {
@@ -34,7 +48,7 @@ fn put<const N: usize>(buf: &mut [u8], offset: usize, bytes: [u8; N]) {
 }
 
 /// An ELF64 image whose only segment holds `code` at 1 MiB, with a PVH entry note for it.
-fn pvh_kernel(name: &str, code: &[u8]) -> PathBuf {
+fn pvh_kernel(name: &str, code: &[u8]) -> ScratchFile {
     const CODE_OFF: usize = 0x1000;
     const NOTE_OFF: usize = 0x800;
     let mut img = vec![0u8; CODE_OFF + code.len()];
@@ -67,9 +81,9 @@ fn pvh_kernel(name: &str, code: &[u8]) -> PathBuf {
     put(&mut img, NOTE_OFF + 12, *b"Xen\0");
     put(&mut img, NOTE_OFF + 16, 0x10_0000u32.to_le_bytes());
     img[CODE_OFF..].copy_from_slice(code);
-    let path = scratch(name);
-    std::fs::write(&path, img).unwrap();
-    path
+    let file = scratch(name);
+    std::fs::write(file.path(), img).unwrap();
+    file
 }
 
 /// 32-bit code: `mov dx, port; mov al, value; out dx, al`.
@@ -86,7 +100,8 @@ const POWER_OFF: (u16, u8) = (0x600, (5 << 2) | (1 << 5));
 const RESET: (u16, u8) = (0x602, 0x06);
 
 fn run_guest(name: &str, code: &[u8], vcpus: u32, serial: SerialOutput) -> (ExitReason, Duration) {
-    let mut config = VmConfig::new(pvh_kernel(name, code));
+    let kernel = pvh_kernel(name, code);
+    let mut config = VmConfig::new(kernel.path());
     config.memory = 64 << 20;
     config.vcpus = vcpus;
     config.serial = serial;
@@ -145,13 +160,14 @@ fn serial_output_and_boot_markers() {
     code.extend(out8(0x440, 0x02));
     code.extend(out8(POWER_OFF.0, POWER_OFF.1));
     code.extend(SPIN);
-    let mut config = VmConfig::new(pvh_kernel("serial", &code));
+    let kernel = pvh_kernel("serial", &code);
+    let mut config = VmConfig::new(kernel.path());
     config.memory = 64 << 20;
-    config.serial = SerialOutput::File(log.clone());
+    config.serial = SerialOutput::File(log.path());
     let vm = Vm::build(&config).unwrap();
     let clock = vm.clock();
     assert_eq!(vm.run().unwrap(), ExitReason::PowerOff);
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "hello\n");
+    assert_eq!(std::fs::read_to_string(log.path()).unwrap(), "hello\n");
     let timeline = clock.snapshot();
     let first = timeline.first_instruction.unwrap();
     let markers: Vec<u8> = timeline.markers.iter().map(|m| m.0).collect();
@@ -188,7 +204,8 @@ fn host_stop_ends_a_spinning_guest() {
     if !kvm_available() {
         return;
     }
-    let mut config = VmConfig::new(pvh_kernel("spin", &SPIN));
+    let kernel = pvh_kernel("spin", &SPIN);
+    let mut config = VmConfig::new(kernel.path());
     config.memory = 32 << 20;
     config.vcpus = 2;
     config.serial = SerialOutput::Off;
@@ -213,14 +230,15 @@ fn pause_holds_every_vcpu_until_resume() {
     let mut code = out8(0x3f8, b'x');
     code.extend([0xeb, 0xf7]); // jmp to the start: -(7 + 2) bytes
     let log = scratch("pause.log");
-    let mut config = VmConfig::new(pvh_kernel("pause", &code));
+    let kernel = pvh_kernel("pause", &code);
+    let mut config = VmConfig::new(kernel.path());
     config.memory = 32 << 20;
     config.vcpus = 3;
-    config.serial = SerialOutput::File(log.clone());
+    config.serial = SerialOutput::File(log.path());
     let vm = Vm::build(&config).unwrap();
     let handle = vm.handle();
     let runner = std::thread::spawn(move || vm.run());
-    let size = || std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let size = || std::fs::metadata(log.path()).map(|m| m.len()).unwrap_or(0);
 
     let deadline = Instant::now() + Duration::from_secs(60);
     while size() == 0 && Instant::now() < deadline {
@@ -251,7 +269,8 @@ fn kernel_beyond_guest_ram_is_a_configuration_error() {
         return;
     }
     // A 24 MiB segment at 1 MiB does not fit in 16 MiB of RAM.
-    let mut config = VmConfig::new(pvh_kernel("too-big", &vec![0xf4; 24 << 20]));
+    let kernel = pvh_kernel("too-big", &vec![0xf4; 24 << 20]);
+    let mut config = VmConfig::new(kernel.path());
     config.memory = 16 << 20;
     config.serial = SerialOutput::Off;
     let err = match Vm::build(&config) {
@@ -278,7 +297,8 @@ fn amd_guests_see_tsc_freq_sel() {
     code.extend([0x66, 0xba, 0x40, 0x04, 0xee]);
     code.extend(out8(POWER_OFF.0, POWER_OFF.1));
     code.extend(SPIN);
-    let mut config = VmConfig::new(pvh_kernel("hwcr", &code));
+    let kernel = pvh_kernel("hwcr", &code);
+    let mut config = VmConfig::new(kernel.path());
     config.memory = 32 << 20;
     config.serial = SerialOutput::Off;
     let vm = Vm::build(&config).unwrap();

@@ -1,6 +1,5 @@
 //! Checks the tables as a guest would read them: from guest memory, starting at the RSDP.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use devices::legacy::acpi_pm::{
@@ -334,8 +333,7 @@ fn acpica_accepts_the_tables() {
         return;
     }
     let (_mem, t) = build_with_pci(4, true, true);
-    let dir: PathBuf = std::env::temp_dir().join(format!("podvisor-acpi-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::test_scratch::ScratchDir::new("acpi");
     for (name, bytes) in [
         // iasl cannot take a bare RSDP; its checksums are checked above.
         ("xsdt", &t.xsdt.1),
@@ -348,7 +346,7 @@ fn acpica_accepts_the_tables() {
         let out = Command::new("iasl")
             .arg("-d")
             .arg(&file)
-            .current_dir(&dir)
+            .current_dir(dir.path())
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string()
@@ -371,7 +369,7 @@ fn acpica_accepts_the_tables() {
         .arg("-p")
         .arg(dir.join("recompiled"))
         .arg(dir.join("dsdt.dsl"))
-        .current_dir(&dir)
+        .current_dir(dir.path())
         .output()
         .unwrap();
     let text =
@@ -386,7 +384,7 @@ fn acpica_accepts_the_tables() {
              Evaluate \\_SB.PCI0.SL1E._ADR; Evaluate \\_SB.PCI0.PCNT",
         )
         .args(["dsdt.dat", "facp.dat", "apic.dat"])
-        .current_dir(&dir)
+        .current_dir(dir.path())
         .output()
         .unwrap();
     let text =
@@ -409,9 +407,7 @@ fn acpica_accepts_the_tables() {
         text.contains("[Integer] = 00000000001E0000"),
         "SL1E._ADR: {text}"
     );
-    if std::env::var_os("PODVISOR_KEEP_ACPI").is_none() {
-        std::fs::remove_dir_all(&dir).unwrap();
-    } else {
-        eprintln!("tables and disassembly kept in {}", dir.display());
+    if std::env::var_os("PODVISOR_KEEP_ACPI").is_some() {
+        eprintln!("tables and disassembly kept in {}", dir.keep().display());
     }
 }

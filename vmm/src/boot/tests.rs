@@ -1,5 +1,3 @@
-use std::path::PathBuf;
-
 use linux_loader::loader::bootparam::boot_params;
 use linux_loader::loader::elf::start_info::{
     hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
@@ -8,14 +6,9 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::*;
 use crate::memory::create_guest_memory;
+use crate::test_scratch::ScratchDir;
 
 const MEM: u64 = 64 << 20;
-
-fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("podvisor-boot-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
 
 fn put<const N: usize>(buf: &mut [u8], offset: usize, bytes: [u8; N]) {
     buf[offset..offset + N].copy_from_slice(&bytes);
@@ -84,10 +77,11 @@ fn boot(
     name: &str,
     initramfs: Option<&[u8]>,
 ) -> (GuestMemoryMmap, Result<EntryMode, BootError>) {
-    let kpath = temp_path(name);
+    let dir = ScratchDir::new("boot");
+    let kpath = dir.join(name);
     std::fs::write(&kpath, kernel).unwrap();
     let ipath = initramfs.map(|data| {
-        let p = temp_path(&format!("{name}.initramfs"));
+        let p = dir.join(format!("{name}.initramfs"));
         std::fs::write(&p, data).unwrap();
         p
     });
@@ -297,7 +291,8 @@ fn next(state: &mut u64) -> u64 {
 #[test]
 fn mutated_kernels_are_refused_or_loaded_never_panic() {
     let mem = create_guest_memory(MEM, false).unwrap();
-    let kpath = temp_path("mutated");
+    let dir = ScratchDir::new("boot");
+    let kpath = dir.join("mutated");
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let seeds = [
         fake_bzimage(0x20f, 1, 0x40_0000, 0x800),

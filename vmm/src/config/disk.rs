@@ -200,8 +200,7 @@ mod tests {
 
     #[test]
     fn validates_files_and_ids() {
-        let dir = std::env::temp_dir().join(format!("podvisor-diskcfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_scratch::ScratchDir::new("diskcfg");
         let img = dir.join("a.img");
         std::fs::write(&img, vec![0u8; 4096]).unwrap();
         let tiny = dir.join("tiny.img");
@@ -221,7 +220,7 @@ mod tests {
             Err(DiskConfigError::File { .. })
         ));
         assert!(matches!(
-            validate(&[DiskConfig::new(dir.clone())]),
+            validate(&[DiskConfig::new(dir.path().to_path_buf())]),
             Err(DiskConfigError::File { .. })
         ));
         assert!(matches!(
@@ -232,6 +231,5 @@ mod tests {
             validate(&vec![a; MAX_DISKS + 1]),
             Err(DiskConfigError::TooMany(MAX_DISKS + 1))
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

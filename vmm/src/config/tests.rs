@@ -1,4 +1,5 @@
 use super::*;
+use crate::test_scratch::ScratchDir;
 
 fn host() -> HostLimits {
     HostLimits {
@@ -7,9 +8,7 @@ fn host() -> HostLimits {
     }
 }
 
-fn temp_file(name: &str, len: usize) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("podvisor-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+fn temp_file(dir: &ScratchDir, name: &str, len: usize) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, vec![0x90u8; len]).unwrap();
     path
@@ -95,7 +94,8 @@ fn meminfo_total() {
 
 #[test]
 fn validate_refuses_each_bad_setting() {
-    let kernel = temp_file("kernel", 4096);
+    let dir = ScratchDir::new("config");
+    let kernel = temp_file(&dir, "kernel", 4096);
     let good = VmConfig::new(kernel.clone());
     assert_eq!(good.validate(&host()), Ok(()));
 
@@ -138,8 +138,8 @@ fn validate_refuses_each_bad_setting() {
         Err(ConfigError::CmdlineTooLong { .. })
     ));
 
-    let big = temp_file("initramfs-big", (16 << 20) + 1);
-    let small = temp_file("initramfs-small", 100);
+    let big = temp_file(&dir, "initramfs-big", (16 << 20) + 1);
+    let small = temp_file(&dir, "initramfs-small", 100);
     let mut c = good.clone();
     c.memory = 16 << 20;
     c.initramfs = Some(big);
@@ -153,7 +153,8 @@ fn validate_refuses_each_bad_setting() {
 
 #[test]
 fn vcpus_capped_by_the_xapic_limit() {
-    let kernel = temp_file("kernel-cap", 16);
+    let dir = ScratchDir::new("config");
+    let kernel = temp_file(&dir, "kernel-cap", 16);
     let mut c = VmConfig::new(kernel);
     c.vcpus = 256;
     let host = HostLimits {

@@ -109,8 +109,7 @@ fn devices_are_cold_plugged_before_boot() {
     let err = call(&l.api, disk(r#"{"path":"/d"}"#)).unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidState, "no VM yet");
     call(&l.api, Request::VmCreate(config("/k"))).unwrap();
-    let dir = std::env::temp_dir().join(format!("podvisor-coldplug-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::test_scratch::ScratchDir::new("coldplug");
     let (a, b) = (dir.join("a.img"), dir.join("b.img"));
     for path in [&a, &b] {
         std::fs::write(path, vec![0u8; 4096]).unwrap();
@@ -140,7 +139,6 @@ fn devices_are_cold_plugged_before_boot() {
     assert!(echo.vsock.is_none());
     let ids: Vec<_> = echo.disks.iter().flatten().map(|d| d.id.clone()).collect();
     assert_eq!(ids, [Some("disk1".to_owned())]);
-    let _ = std::fs::remove_dir_all(&dir);
     call(&l.api, Request::VmmShutdown).unwrap();
     l.thread.join().unwrap();
 }
