@@ -42,3 +42,14 @@ cargo_target_dir() {
         echo "$repo_root/target"
     fi
 }
+
+# Die unless the file system holding $1 (or its nearest existing parent) has $2 GiB free: a full
+# disk otherwise shows up as unrelated test failures half-way through a run.
+require_free_space() {
+    local dir="$1" need_gib="$2" avail_kib
+    while [[ ! -e "$dir" ]]; do dir="$(dirname "$dir")"; done
+    avail_kib="$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')"
+    if (( avail_kib < need_gib * 1024 * 1024 )); then
+        die "only $(( avail_kib / 1024 / 1024 )) GiB free under $dir; a build and test run needs about $need_gib GiB"
+    fi
+}
