@@ -7,7 +7,9 @@
 //!   refuses a write and its file stays as it was; the two disks sit in slots 1 and 2;
 //! - a disk whose file lives on a full filesystem answers the write with an I/O error, the
 //!   device keeps serving requests and the VM powers off normally;
-//! - bad `--disk` values are refused with exit status 2 before anything runs.
+//! - bad `--disk` values are refused with exit status 2 before anything runs;
+//! - `blk-bench` (what `scripts/bench/blk` runs) moves its range in 1 MiB requests, reports
+//!   every figure, and its writes land exactly on that range.
 //!
 //! The amount moved is 8 MiB on hosts with hardware virtualization. Under PVM (`kvm_pvm`: KVM
 //! without hardware virtualization) the probe executes its own code very slowly (measured here:
@@ -214,6 +216,64 @@ fn a_full_host_filesystem_fails_the_write_and_the_vm_carries_on() {
     assert!(failed_at < n as u64, "{}", r.describe());
     assert_eq!(r.result_u64("blk-alive"), Some(1), "{}", r.describe());
     assert!(r.result("blk-write-sha256").is_none());
+}
+
+#[test]
+fn blk_bench_writes_its_range_in_large_requests_and_reports_every_figure() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let scratch = Scratch::new("blk", "bench").unwrap();
+    let disk = scratch.file("disk.img", &vec![0x5a; 3 * MIB]).unwrap();
+    let r = run(ProbeVm::new("blk-bench")
+        .param("probe.blk-kib", 2048)
+        .param("probe.blk-seq-kib", 1024)
+        .param("probe.blk-ops", 32)
+        .param("probe.blk-qd", 8)
+        .arg("--disk")
+        .arg(&disk_arg(&disk, ",queue_size=256")));
+    assert_clean(&r);
+    assert_eq!(
+        r.result_u64("bench-seq-kib"),
+        Some(1024),
+        "{}",
+        r.describe()
+    );
+    for key in [
+        "bench-seq-write-ns",
+        "bench-seq-read-ns",
+        "bench-rand-qd1-ns",
+        "bench-rand-qd-ns",
+    ] {
+        assert!(
+            r.result_u64(key).is_some_and(|ns| ns > 0),
+            "{key}: {}",
+            r.describe()
+        );
+    }
+    let depth = r.result_u64("bench-qd").unwrap_or(0);
+    assert!((1..=8).contains(&depth), "depth {depth}");
+    // The probe writes its (zeroed) request buffer over the first 2 MiB and nothing else.
+    let file = std::fs::read(&disk).unwrap();
+    assert!(
+        file[..2 * MIB].iter().all(|&b| b == 0),
+        "the range was not written"
+    );
+    assert!(
+        file[2 * MIB..].iter().all(|&b| b == 0x5a),
+        "bytes past the range changed"
+    );
+
+    let bad = run(ProbeVm::new("blk-bench")
+        .param("probe.blk-kib", 2048)
+        .param("probe.blk-seq-kib", 48)
+        .arg("--disk")
+        .arg(&disk_arg(&disk, "")));
+    assert!(
+        bad.errors().iter().any(|e| e.contains("blk-seq-kib")),
+        "a request size that does not divide the range was accepted: {}",
+        bad.describe()
+    );
 }
 
 #[test]

@@ -305,7 +305,7 @@ def bench_boot(suite, args):
 
 def bench_blk(suite, args):
     ns = types.SimpleNamespace(podvisor=args.podvisor, probe=args.probe, mib=args.blk_mib,
-                               ops=args.blk_ops, qd=16, timeout=900)
+                               ops=args.blk_ops, qd=16, seq_kib=1024, timeout=900)
     guest, host = [], []
     with tempfile.TemporaryDirectory(prefix="podvisor-bench-blk-") as d:
         path = os.path.join(d, "disk.img")
@@ -315,8 +315,10 @@ def bench_blk(suite, args):
             guest.append(blk.guest_run(ns, path))
             host.append(blk.host_run(ns, path))
             print(f"all.py: blk run {i + 1}/{args.runs} done", file=sys.stderr)
-    for key, metric, unit in [("seq_write", f"seq write {args.blk_mib} MiB", "MiB/s"),
-                              ("seq_read", f"seq read {args.blk_mib} MiB", "MiB/s"),
+    for key, metric, unit in [("seq_write", f"seq write {args.blk_mib} MiB, 1 MiB requests",
+                               "MiB/s"),
+                              ("seq_read", f"seq read {args.blk_mib} MiB, 1 MiB requests",
+                               "MiB/s"),
                               ("rand_qd1", "4 KiB random read, depth 1", "IOPS"),
                               ("rand_qd", "4 KiB random read, depth 16", "IOPS")]:
         suite.figure("blk", metric, unit, "higher", [g[key] for g in guest],

@@ -3,19 +3,19 @@
 beside the same workload run by this script on the host file directly.
 
 Guest side: `podvisor run` with one `--disk` on a fresh file of --mib MiB; the probe times, with
-its own clock and around the I/O only, a sequential write (16 KiB requests, then FLUSH), a
-sequential read of the same range, and --ops random 4 KiB reads at queue depth 1 and at depth
+its own clock and around the I/O only, a sequential write (--seq-kib requests, default 1 MiB as
+in fio's sequential jobs, then FLUSH), a sequential read of the same range in the same requests, and --ops random 4 KiB reads at queue depth 1 and at depth
 --qd (capped by the probe driver's 16-descriptor ring; the depth reached is reported).
 
 Host side, same file, same sizes, same page cache conditions (nothing dropped in either case):
-sequential pwrite of 16 KiB blocks then fdatasync; sequential pread of 16 KiB blocks; --ops
+sequential pwrite of --seq-kib blocks then fdatasync; sequential pread of --seq-kib blocks; --ops
 random 4 KiB preads one at a time (depth 1) and from --qd threads at once (depth --qd).
 
 Each figure is the median over --runs runs. Prints a Markdown table (and writes it to
 --markdown FILE if given).
 
-Usage: blk.py --podvisor PATH --probe PATH [--mib N] [--ops N] [--qd N] [--runs N]
-              [--dir DIR] [--markdown FILE]
+Usage: blk.py --podvisor PATH --probe PATH [--mib N] [--ops N] [--qd N] [--seq-kib N]
+              [--runs N] [--dir DIR] [--markdown FILE]
 """
 
 import argparse
@@ -29,14 +29,14 @@ import sys
 import tempfile
 import time
 
-CHUNK = 16 * 1024
 BLOCK = 4096
 
 
 def guest_run(args, path):
     cmdline = (
         f"console=ttyS0 probe.run=blk-bench probe.blk-kib={args.mib * 1024} "
-        f"probe.blk-ops={args.ops} probe.blk-qd={args.qd}"
+        f"probe.blk-ops={args.ops} probe.blk-qd={args.qd} "
+        f"probe.blk-seq-kib={args.seq_kib}"
     )
     cmd = [
         args.podvisor, "run", "--kernel", args.probe, "--cmdline", cmdline,
@@ -61,17 +61,18 @@ def guest_run(args, path):
 
 def host_run(args, path):
     size = args.mib << 20
-    buf = os.urandom(CHUNK)
+    chunk = args.seq_kib << 10
+    buf = os.urandom(chunk)
     fd = os.open(path, os.O_RDWR)
     try:
         t = time.perf_counter()
-        for off in range(0, size, CHUNK):
+        for off in range(0, size, chunk):
             os.pwrite(fd, buf, off)
         os.fdatasync(fd)
         seq_write = args.mib / (time.perf_counter() - t)
         t = time.perf_counter()
-        for off in range(0, size, CHUNK):
-            os.pread(fd, CHUNK, off)
+        for off in range(0, size, chunk):
+            os.pread(fd, chunk, off)
         seq_read = args.mib / (time.perf_counter() - t)
         rng = random.Random(7)
         offsets = [rng.randrange(size // BLOCK) * BLOCK for _ in range(args.ops)]
@@ -100,6 +101,8 @@ def main():
     p.add_argument("--mib", type=int, default=64)
     p.add_argument("--ops", type=int, default=2048)
     p.add_argument("--qd", type=int, default=32)
+    p.add_argument("--seq-kib", type=int, default=1024,
+                   help="sequential request size in KiB (multiple of 16, at most 1024)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--timeout", type=int, default=900)
     p.add_argument("--dir", default=None, help="where the disk file lives (default: $TMPDIR)")
@@ -123,7 +126,8 @@ def main():
         (f"4 KiB random read, depth {args.qd} requested (IOPS)", "rand_qd", "{:.0f}"),
     ]
     lines = [
-        f"| workload ({args.mib} MiB file, {args.ops} random reads, median of {args.runs}) "
+        f"| workload ({args.mib} MiB file, {args.seq_kib} KiB sequential requests, {args.ops} "
+        f"random reads, median of {args.runs}) "
         "| guest (probe, virtio-blk) | host file directly | guest / host |",
         "| --- | ---: | ---: | ---: |",
     ]
