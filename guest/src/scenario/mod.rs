@@ -17,6 +17,7 @@ mod idle;
 mod memory;
 mod page_fault;
 mod pci;
+mod pci_fuzz;
 mod power_button;
 mod poweroff;
 mod reboot;
@@ -87,6 +88,10 @@ pub static REGISTRY: &[Scenario] = &[
     Scenario {
         name: "pci",
         run: pci::run,
+    },
+    Scenario {
+        name: "pci-fuzz",
+        run: pci_fuzz::run,
     },
     Scenario {
         name: "power-button",

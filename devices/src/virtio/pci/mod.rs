@@ -133,8 +133,11 @@ pub struct VirtioPciDevice {
     signals: Arc<Signals>,
     kicks: Vec<EventFd>,
     ioevents: Option<Arc<dyn IoEventRegistry>>,
-    /// Where the notify ioeventfds are registered now (BAR 0 base), if anywhere.
+    /// BAR 0's base the notify ioeventfds follow, while memory decoding is on.
     notify_base: Option<u64>,
+    /// Per queue, the address its ioeventfd is registered at, if it could be placed (a guest
+    /// that moves the BAR over another device's finds the address taken).
+    notify_placed: Vec<Option<u64>>,
     active: bool,
     log: RateLimitedLog,
 }
@@ -195,6 +198,7 @@ impl VirtioPciDevice {
             kicks,
             ioevents,
             notify_base: None,
+            notify_placed: Vec::new(),
             active: false,
             log: RateLimitedLog::default(),
         })
@@ -237,30 +241,44 @@ impl VirtioPciDevice {
         if new == self.notify_base {
             return;
         }
-        let notify =
-            |base: u64, q: usize| base + NOTIFY_OFFSET + q as u64 * u64::from(NOTIFY_MULTIPLIER);
-        if let Some(old) = self.notify_base.take() {
-            for (q, kick) in self.kicks.iter().enumerate() {
-                if let Err(e) = registry.unregister(kick, notify(old, q)) {
+        self.remove_notifiers(registry.as_ref());
+        self.notify_base = new;
+        let Some(base) = new else {
+            return;
+        };
+        let placed = self
+            .kicks
+            .iter()
+            .enumerate()
+            .map(|(q, kick)| {
+                let addr = base + NOTIFY_OFFSET + q as u64 * u64::from(NOTIFY_MULTIPLIER);
+                match registry.register(kick, addr) {
+                    Ok(()) => Some(addr),
+                    Err(e) => {
+                        // Notifications still arrive through MMIO exits, only slower.
+                        self.log.warn(format_args!(
+                            "{}: cannot place notify ioeventfd {q} at {addr:#x}: {e}",
+                            self.device.id()
+                        ));
+                        None
+                    }
+                }
+            })
+            .collect();
+        self.notify_placed = placed;
+    }
+
+    /// Unregisters every notify ioeventfd that was placed.
+    fn remove_notifiers(&mut self, registry: &dyn IoEventRegistry) {
+        for (q, (kick, placed)) in self.kicks.iter().zip(&mut self.notify_placed).enumerate() {
+            if let Some(addr) = placed.take() {
+                if let Err(e) = registry.unregister(kick, addr) {
                     log::error!(
-                        "{}: cannot remove notify ioeventfd {q}: {e}",
+                        "{}: cannot remove notify ioeventfd {q} at {addr:#x}: {e}",
                         self.device.id()
                     );
                 }
             }
-        }
-        if let Some(base) = new {
-            for (q, kick) in self.kicks.iter().enumerate() {
-                if let Err(e) = registry.register(kick, notify(base, q)) {
-                    // Notifications still arrive through MMIO exits, only slower.
-                    self.log.warn(format_args!(
-                        "{}: cannot place notify ioeventfd {q} at {:#x}: {e}",
-                        self.device.id(),
-                        notify(base, q)
-                    ));
-                }
-            }
-            self.notify_base = Some(base);
         }
     }
 
@@ -523,11 +541,8 @@ impl Drop for VirtioPciDevice {
         if self.active {
             self.device.reset();
         }
-        if let (Some(registry), Some(base)) = (self.ioevents.clone(), self.notify_base.take()) {
-            for (q, kick) in self.kicks.iter().enumerate() {
-                let addr = base + NOTIFY_OFFSET + q as u64 * u64::from(NOTIFY_MULTIPLIER);
-                let _ = registry.unregister(kick, addr);
-            }
+        if let Some(registry) = self.ioevents.clone() {
+            self.remove_notifiers(registry.as_ref());
         }
     }
 }

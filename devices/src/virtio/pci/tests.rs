@@ -23,15 +23,38 @@ impl MsiRouter for Routes {
     }
 }
 
+/// Records (register?, address) of every call; registering at the address in the second field
+/// fails as KVM fails for an address another device's ioeventfd holds, and removing what was
+/// never placed fails the test.
 #[derive(Default)]
-struct IoEvents(Mutex<Vec<(bool, u64)>>);
+struct IoEvents(Mutex<Vec<(bool, u64)>>, Mutex<Option<u64>>);
 impl IoEventRegistry for IoEvents {
     fn register(&self, _fd: &EventFd, addr: u64) -> io::Result<()> {
+        if *self.1.lock().unwrap() == Some(addr) {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
         self.0.lock().unwrap().push((true, addr));
         Ok(())
     }
     fn unregister(&self, _fd: &EventFd, addr: u64) -> io::Result<()> {
-        self.0.lock().unwrap().push((false, addr));
+        let mut events = self.0.lock().unwrap();
+        let placed =
+            events.iter().filter(|e| e.1 == addr).fold(
+                0i32,
+                |n, e| {
+                    if e.0 {
+                        n + 1
+                    } else {
+                        n - 1
+                    }
+                },
+            );
+        // KVM would answer ENOENT; the transport must not ask in the first place.
+        assert!(
+            placed > 0,
+            "unregistering {addr:#x}, which holds no ioeventfd"
+        );
+        events.push((false, addr));
         Ok(())
     }
 }
@@ -335,6 +358,31 @@ fn the_pci_cfg_window_reaches_the_bar() {
         u16::from_le_bytes([b[0], b[1]]),
         1,
         "num_queues through the window"
+    );
+}
+
+#[test]
+fn a_notify_address_that_is_taken_is_skipped_and_never_unregistered() {
+    let mut s = setup();
+    *s.ioevents.1.lock().unwrap() = Some(0xd000_3000);
+    s.dev.write_config(4, &COMMAND_MEMORY_SPACE.to_le_bytes());
+    s.dev.bars_changed();
+    // Over another device's notify address: this queue's ioeventfd cannot be placed.
+    s.dev.write_config(0x10, &0xd000_0000u32.to_le_bytes());
+    s.dev.bars_changed();
+    s.dev.write_config(0x10, &0xe000_0000u32.to_le_bytes());
+    s.dev.bars_changed();
+    let ioevents = s.ioevents.clone();
+    drop(s);
+    assert_eq!(
+        *ioevents.0.lock().unwrap(),
+        vec![
+            (true, 0xc000_3000),
+            (false, 0xc000_3000),
+            (true, 0xe000_3000),
+            (false, 0xe000_3000)
+        ],
+        "only what was placed is removed, on every move and when the device goes"
     );
 }
 
