@@ -8,6 +8,8 @@
 //!   nobody listens on leaves the VMM's file descriptors and RSS flat;
 //! - a client that dials before the guest listens is closed with no text, and the same dial
 //!   succeeds once the guest listens;
+//! - host peers that vanish mid-stream (closing while they write, or without reading the
+//!   echo) cost the VMM nothing: the next connection echoes intact and no descriptor leaks;
 //! - bad `--vsock` values are refused with exit status 2.
 // Helpers outside #[test] functions fail the test by panicking, as the tests themselves do.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -297,6 +299,69 @@ fn dial_before_the_guest_listens_is_closed_then_succeeds() {
         "{}",
         run.describe()
     );
+}
+
+#[test]
+fn host_peers_vanishing_mid_stream_leave_the_next_connection_intact() {
+    if !probe::require_kvm() {
+        return;
+    }
+    let dir = Scratch::new("vsock", "vanish").unwrap();
+    let socket = dir.0.join("vsock.sock");
+    let vm = EchoVm::start(&socket, &[]);
+    let end = Instant::now() + Duration::from_secs(120);
+    let (first, _) = loop {
+        if let Some(c) = vm.dial(1024, b"") {
+            break c;
+        }
+        assert!(Instant::now() < end, "the guest never accepted");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let pid = pid_of(&socket);
+    // Settle the first connection (and whatever it allocates) before counting descriptors.
+    assert_eq!(echo(first, pattern(4096, 1), 0), pattern(4096, 1));
+    let fds_before = fds(pid);
+    for round in 0..8u64 {
+        let (mut s, _) = vm.dial(1024, b"").expect("refused");
+        let data = pattern(256 * 1024, round);
+        if round % 2 == 0 {
+            // Writes half, reads a little of the echo, and is gone.
+            s.write_all(&data[..data.len() / 2]).unwrap();
+            let mut some = [0u8; 1024];
+            s.read_exact(&mut some).unwrap();
+            assert_eq!(some[..], data[..1024]);
+        } else {
+            // Writes everything and is gone without reading a byte.
+            s.write_all(&data).unwrap();
+        }
+        drop(s);
+    }
+    let data = pattern(MIB, 99);
+    let (s, _) = vm
+        .dial(1024, b"")
+        .expect("refused after the vanished peers");
+    assert!(
+        echo(s, data.clone(), 0) == data,
+        "the next echo is corrupted"
+    );
+    // The VMM closes its side of each vanished peer once the guest has answered the reset.
+    let end = Instant::now() + Duration::from_secs(30);
+    while fds(pid) > fds_before && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        fds(pid) <= fds_before,
+        "descriptors grew from {fds_before} to {}",
+        fds(pid)
+    );
+    let run = vm.stop();
+    assert_eq!(
+        run.exit_code(),
+        Some(probe::EXIT_POWER_OFF),
+        "{}",
+        run.describe()
+    );
+    assert!(run.errors().is_empty(), "{}", run.describe());
 }
 
 #[test]
