@@ -49,7 +49,9 @@ pub struct RunArgs {
     /// platform: runs the launch, prints the launch digest and exits without running the guest).
     #[arg(long, value_name = "PLATFORM", requires = "igvm", value_parser = snp_launch::parse_platform)]
     platform: Option<snp_launch::SnpPlatform>,
-    /// IGVM image of a confidential guest; replaces --kernel, --initramfs and --cmdline.
+    /// IGVM image of a confidential guest; replaces --kernel, --initramfs and --cmdline. Devices
+    /// (--disk, --vsock, --rng, --fs) are refused beside it: a confidential launch here ends
+    /// after SNP_LAUNCH_FINISH, before any device would be served.
     #[arg(long, value_name = "FILE", requires = "platform",
           conflicts_with_all = ["kernel", "initramfs", "cmdline"])]
     igvm: Option<PathBuf>,
@@ -62,20 +64,24 @@ pub struct RunArgs {
     empty_pages: snp::plan::EmptyPages,
     /// A virtio-blk disk: path=FILE[,readonly=on][,num_queues=N][,queue_size=N][,id=NAME].
     /// Repeatable; disks take PCI slots 1, 2, … in the order given.
-    #[arg(long = "disk", value_name = "DISK", value_parser = config::disk::parse_disk)]
+    #[arg(long = "disk", value_name = "DISK", conflicts_with = "igvm",
+          value_parser = config::disk::parse_disk)]
     disks: Vec<config::disk::DiskConfig>,
     /// A virtio-vsock device: cid=N,socket=PATH. Host clients connect to PATH and send
     /// `CONNECT <port>`; guest connections to host port P go to PATH_P.
-    #[arg(long = "vsock", value_name = "VSOCK", value_parser = config::vsock::parse_vsock)]
+    #[arg(long = "vsock", value_name = "VSOCK", conflicts_with = "igvm",
+          value_parser = config::vsock::parse_vsock)]
     vsock: Option<config::vsock::VsockConfig>,
     /// A virtio-rng device fed from a host entropy source: src=PATH (e.g. /dev/urandom).
     /// It takes the PCI slot after every other device.
-    #[arg(long = "rng", value_name = "RNG", value_parser = config::rng::parse_rng)]
+    #[arg(long = "rng", value_name = "RNG", conflicts_with = "igvm",
+          value_parser = config::rng::parse_rng)]
     rng: Option<config::rng::RngConfig>,
     /// A virtio-fs share served by a vhost-user backend (virtiofsd) listening on PATH:
     /// tag=NAME,socket=PATH[,num_queues=N][,queue_size=N][,id=NAME]. Repeatable; shares take
     /// the PCI slots after vsock. The guest mounts it with `mount -t virtiofs NAME DIR`.
-    #[arg(long = "fs", value_name = "FS", value_parser = config::fs::parse_fs)]
+    #[arg(long = "fs", value_name = "FS", conflicts_with = "igvm",
+          value_parser = config::fs::parse_fs)]
     fs: Vec<config::fs::FsConfig>,
     /// System-call filters per thread: true (a forbidden call kills the process), log (the
     /// kernel logs it and lets it through) or false (no filters).

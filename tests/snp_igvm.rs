@@ -251,13 +251,18 @@ fn run_sev_snp_on_fails_before_anything_starts_without_snp() {
 }
 
 #[test]
-fn run_refuses_kernel_or_cmdline_beside_an_igvm() {
+fn run_refuses_kernel_cmdline_or_devices_beside_an_igvm() {
     let path = write_image("plain.igvm", &fx::every_directive().bytes().unwrap());
     let igvm = path.to_str().unwrap();
     for extra in [
         &["--kernel", "/boot/vmlinuz"][..],
         &["--cmdline", "console=ttyS0"],
         &["--initramfs", "/boot/initrd.img"],
+        // Devices: the confidential launch ends before any would be served.
+        &["--disk", "path=/dev/null"],
+        &["--vsock", "cid=3,socket=/tmp/podvisor-never.sock"],
+        &["--rng", "src=/dev/urandom"],
+        &["--fs", "tag=t,socket=/tmp/podvisor-never.sock"],
     ] {
         let mut args = vec!["run", "--platform", "sev_snp=model", "--igvm", igvm];
         args.extend_from_slice(extra);
