@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use vmm::config::{self, SerialOutput, VmConfig};
-use vmm::exit::{ExitReason, EXIT_INTERNAL_ERROR};
+use vmm::exit::{ExitReason, EXIT_INTERNAL_ERROR, EXIT_INVALID_CONFIG};
 use vmm::seccomp::{self, Role, SeccompMode};
 use vmm::snp_launch;
 use vmm::vm::Vm;
@@ -45,13 +45,14 @@ pub struct RunArgs {
     /// Where COM1 goes: stdout (stdin becomes its input), file=PATH (output only) or off.
     #[arg(long, value_name = "MODE", default_value = "stdout", value_parser = config::parse_serial)]
     serial: SerialOutput,
-    /// Confidential platform: sev_snp=on (KVM SEV-SNP) or sev_snp=model (software SNP
-    /// platform: runs the launch, prints the launch digest and exits without running the guest).
+    /// Confidential platform: sev_snp=on (KVM SEV-SNP: launch, then run the guest) or
+    /// sev_snp=model (software SNP platform: runs the launch, prints the launch digest and exits
+    /// without running the guest).
     #[arg(long, value_name = "PLATFORM", requires = "igvm", value_parser = snp_launch::parse_platform)]
     platform: Option<snp_launch::SnpPlatform>,
-    /// IGVM image of a confidential guest; replaces --kernel, --initramfs and --cmdline. Devices
-    /// (--disk, --vsock, --rng, --fs) are refused beside it: a confidential launch here ends
-    /// after SNP_LAUNCH_FINISH, before any device would be served.
+    /// IGVM image of a confidential guest; replaces --kernel, --initramfs and --cmdline. With
+    /// sev_snp=on the guest runs with the devices given; the console is off (a launchable
+    /// policy never allows debugging). sev_snp=model only launches, so it takes no devices.
     #[arg(long, value_name = "FILE", requires = "platform",
           conflicts_with_all = ["kernel", "initramfs", "cmdline"])]
     igvm: Option<PathBuf>,
@@ -64,24 +65,20 @@ pub struct RunArgs {
     empty_pages: snp::plan::EmptyPages,
     /// A virtio-blk disk: path=FILE[,readonly=on][,num_queues=N][,queue_size=N][,id=NAME].
     /// Repeatable; disks take PCI slots 1, 2, … in the order given.
-    #[arg(long = "disk", value_name = "DISK", conflicts_with = "igvm",
-          value_parser = config::disk::parse_disk)]
+    #[arg(long = "disk", value_name = "DISK", value_parser = config::disk::parse_disk)]
     disks: Vec<config::disk::DiskConfig>,
     /// A virtio-vsock device: cid=N,socket=PATH. Host clients connect to PATH and send
     /// `CONNECT <port>`; guest connections to host port P go to PATH_P.
-    #[arg(long = "vsock", value_name = "VSOCK", conflicts_with = "igvm",
-          value_parser = config::vsock::parse_vsock)]
+    #[arg(long = "vsock", value_name = "VSOCK", value_parser = config::vsock::parse_vsock)]
     vsock: Option<config::vsock::VsockConfig>,
     /// A virtio-rng device fed from a host entropy source: src=PATH (e.g. /dev/urandom).
     /// It takes the PCI slot after every other device.
-    #[arg(long = "rng", value_name = "RNG", conflicts_with = "igvm",
-          value_parser = config::rng::parse_rng)]
+    #[arg(long = "rng", value_name = "RNG", value_parser = config::rng::parse_rng)]
     rng: Option<config::rng::RngConfig>,
     /// A virtio-fs share served by a vhost-user backend (virtiofsd) listening on PATH:
     /// tag=NAME,socket=PATH[,num_queues=N][,queue_size=N][,id=NAME]. Repeatable; shares take
     /// the PCI slots after vsock. The guest mounts it with `mount -t virtiofs NAME DIR`.
-    #[arg(long = "fs", value_name = "FS", conflicts_with = "igvm",
-          value_parser = config::fs::parse_fs)]
+    #[arg(long = "fs", value_name = "FS", value_parser = config::fs::parse_fs)]
     fs: Vec<config::fs::FsConfig>,
     /// System-call filters per thread: true (a forbidden call kills the process), log (the
     /// kernel logs it and lets it through) or false (no filters).
@@ -122,16 +119,32 @@ pub fn main(args: RunArgs) -> ExitCode {
         eprintln!("podvisor: error: {e}");
         return ExitCode::from(EXIT_INTERNAL_ERROR);
     }
-    if let (Some(platform), Some(igvm)) = (args.platform, args.igvm.clone()) {
-        seccomp::enter(Role::Vmm);
-        return run_confidential(snp_launch::SnpConfig {
+    let confidential = match (args.platform, args.igvm.clone()) {
+        (Some(platform), Some(igvm)) => Some(snp_launch::SnpConfig {
             platform,
             igvm,
             host_data: args.host_data.unwrap_or_default(),
             vcpus: args.cpus,
             memory: args.memory.size,
             empty_pages: args.empty_pages,
-        });
+        }),
+        _ => None,
+    };
+    if let Some(snp) = &confidential {
+        if snp.platform == snp_launch::SnpPlatform::Model {
+            seccomp::enter(Role::Vmm);
+            if !(args.disks.is_empty() && args.fs.is_empty())
+                || args.vsock.is_some()
+                || args.rng.is_some()
+            {
+                eprintln!(
+                    "podvisor: error: --platform sev_snp=model only runs the launch; devices \
+                     need a guest that runs (sev_snp=on)"
+                );
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
+            return run_model_launch(snp);
+        }
     }
     if args.landlock {
         vmm::landlock::enable(args.landlock_rules.clone());
@@ -143,7 +156,10 @@ pub fn main(args: RunArgs) -> ExitCode {
         .name("vmm".into())
         .spawn(move || {
             seccomp::enter(Role::Vmm);
-            run_vm(&config)
+            match &confidential {
+                Some(snp) => run_confidential_vm(config, snp),
+                None => run_vm(&config),
+            }
         });
     seccomp::enter(Role::Vmm);
     let code = match vmm.map(|handle| handle.join()) {
@@ -161,13 +177,17 @@ pub fn main(args: RunArgs) -> ExitCode {
 }
 
 fn run_vm(config: &VmConfig) -> u8 {
-    let vm = match Vm::build(config) {
-        Ok(vm) => vm,
+    match Vm::build(config) {
+        Ok(vm) => run_built_vm(vm),
         Err(e) => {
             eprintln!("podvisor: error: {e}");
-            return e.exit_code();
+            e.exit_code()
         }
-    };
+    }
+}
+
+/// Runs a built VM to its end; SIGINT/SIGTERM stop it.
+fn run_built_vm(vm: Vm) -> u8 {
     let clock = vm.clock();
     if let Err(e) = vmm::signals::stop_on_termination(vm.handle()) {
         log::warn!("{e}; SIGINT/SIGTERM will end the process without stopping the VM");
@@ -196,9 +216,9 @@ fn run_vm(config: &VmConfig) -> u8 {
     }
 }
 
-/// `--platform sev_snp=…`: the launch runs before any VM thread exists.
-fn run_confidential(config: snp_launch::SnpConfig) -> ExitCode {
-    match snp_launch::run(&config) {
+/// `--platform sev_snp=model`: the launch on the software platform, nothing runs after it.
+fn run_model_launch(config: &snp_launch::SnpConfig) -> ExitCode {
+    match snp_launch::run_model(config) {
         Ok(report) => {
             println!("sev-snp launch digest: {}", report.expected);
             ExitCode::SUCCESS
@@ -206,6 +226,24 @@ fn run_confidential(config: snp_launch::SnpConfig) -> ExitCode {
         Err(e) => {
             eprintln!("podvisor: error: {e}");
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `--platform sev_snp=on`: launch on KVM SEV-SNP, then run the guest like any other.
+fn run_confidential_vm(mut config: VmConfig, snp: &snp_launch::SnpConfig) -> u8 {
+    if config.serial != SerialOutput::Off {
+        log::info!("the console of a confidential VM is off: its policy does not allow debugging");
+        config.serial = SerialOutput::Off;
+    }
+    match vmm::confidential_vm::build(&config, snp) {
+        Ok((vm, report)) => {
+            println!("sev-snp launch digest: {}", report.expected);
+            run_built_vm(vm)
+        }
+        Err(e) => {
+            eprintln!("podvisor: error: {e}");
+            e.exit_code()
         }
     }
 }

@@ -107,10 +107,7 @@ fn a_confidential_vm_is_planned_at_create_and_its_rules_hold() {
     assert_eq!(boot.status, 500, "{boot:?}");
     let chain: Vec<String> = serde_json::from_slice(&boot.body).unwrap();
     let text = chain.join(" ");
-    assert!(
-        text.contains("SEV-SNP") || text.contains("not supported yet"),
-        "{text}"
-    );
+    assert!(text.contains("SEV-SNP"), "{text}");
     assert_eq!(vmm.call("GET", "/api/v1/vmm.ping", "").status, 200);
     assert_eq!(vmm.call("PUT", "/api/v1/vm.delete", "").status, 204);
     let gone = vmm.call("GET", "/api/v1/sandbox.attestation", "");

@@ -258,8 +258,16 @@ fn run_refuses_kernel_cmdline_or_devices_beside_an_igvm() {
         &["--kernel", "/boot/vmlinuz"][..],
         &["--cmdline", "console=ttyS0"],
         &["--initramfs", "/boot/initrd.img"],
-        // Devices: the confidential launch ends before any would be served.
-        &["--disk", "path=/dev/null"],
+    ] {
+        let mut args = vec!["run", "--platform", "sev_snp=model", "--igvm", igvm];
+        args.extend_from_slice(extra);
+        let out = podvisor(&args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+    }
+    // The model only launches: devices would never be served, so they are refused.
+    for extra in [
+        &["--disk", "path=/dev/null"][..],
         &["--vsock", "cid=3,socket=/tmp/podvisor-never.sock"],
         &["--rng", "src=/dev/urandom"],
         &["--fs", "tag=t,socket=/tmp/podvisor-never.sock"],
@@ -268,7 +276,8 @@ fn run_refuses_kernel_cmdline_or_devices_beside_an_igvm() {
         args.extend_from_slice(extra);
         let out = podvisor(&args);
         assert_eq!(out.status.code(), Some(2), "{extra:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("sev_snp=on"), "{extra:?}: {stderr}");
     }
     let out = podvisor(&["run", "--igvm", igvm]);
     assert_eq!(out.status.code(), Some(2));

@@ -449,30 +449,55 @@ def bench_snp_measure(suite, args):
                     "max": float(hi), "runs": args.runs})
 
 
+def snp_launch_run(podvisor, platform, igvm):
+    """One `podvisor run --platform sev_snp=PLATFORM --igvm FILE`: its stderr. With sev_snp=on
+    the launched guest runs; it is stopped (SIGTERM) two seconds after the launch, so that the
+    VMM's `boot-timing` line reports when its first instruction ran."""
+    proc = subprocess.Popen([podvisor, "run", "--platform", f"sev_snp={platform}", "--igvm",
+                             igvm, "--cpus", "1", "--serial", "off"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.monotonic() + 600
+    for line in proc.stderr:
+        lines.append(line.rstrip("\n"))
+        if line.startswith("snp-launch-timing ") and platform == "on":
+            time.sleep(2)
+            proc.terminate()
+        if time.monotonic() > deadline:
+            proc.kill()
+    proc.wait(timeout=60)
+    return lines
+
+
 def bench_snp_launch(suite, args):
     """Launch cost by phase, from the VMM's own `snp-launch-timing` line (snp/src/launch/timing.rs)
-    of `podvisor run --platform sev_snp=PLATFORM --igvm FILE`."""
+    of `podvisor run --platform sev_snp=PLATFORM --igvm FILE`; with sev_snp=on also the time
+    from process start to the guest's first instruction (`boot-timing`)."""
     phases = {}
     for i in range(args.runs):
-        out = subprocess.run([args.podvisor, "run", "--platform", f"sev_snp={args.snp_platform}",
-                              "--igvm", args.igvm, "--cpus", "1"],
-                             capture_output=True, text=True, timeout=600)
-        line = next((l for l in out.stderr.splitlines() if l.startswith("snp-launch-timing ")),
-                    None)
+        lines = snp_launch_run(args.podvisor, args.snp_platform, args.igvm)
+        line = next((l for l in lines if l.startswith("snp-launch-timing ")), None)
         if line is None:
-            raise RuntimeError(f"no snp-launch-timing line (status {out.returncode}):\n"
-                               f"{out.stderr[-2000:]}")
+            raise RuntimeError("no snp-launch-timing line:\n" + "\n".join(lines[-30:]))
         for word in line.split()[1:]:
             key, _, value = word.partition("=")
             phases.setdefault(key, []).append(int(value))
+        boot = next((l for l in lines if l.startswith("boot-timing ")), None)
+        if boot is not None and args.snp_platform == "on":
+            timing = dict(w.split("=", 1) for w in boot.split()[1:] if "=" in w)
+            if "first-instruction-us" in timing:
+                phases.setdefault("first-instruction-us", []).append(
+                    int(timing["first-instruction-us"]))
         print(f"all.py: snp-launch run {i + 1}/{args.runs} done", file=sys.stderr)
     label = {"digest-us": "expected digest from the plan", "init2-us": "KVM_SEV_INIT2",
              "memory-us": "guest_memfd slots + private attributes", "vcpus-us": "vCPU creation",
              "launch-start-us": "SNP_LAUNCH_START", "launch-update-us": "SNP_LAUNCH_UPDATE (all)",
-             "finish-us": "SNP_LAUNCH_FINISH", "total-us": "launch total"}
+             "finish-us": "SNP_LAUNCH_FINISH", "total-us": "launch total",
+             "first-instruction-us": "process start -> first guest instruction"}
     for key, name in label.items():
-        suite.figure("snp-launch", f"{name} (sev_snp={args.snp_platform})", "ms", "lower",
-                     [v / 1e3 for v in phases[key]])
+        if key in phases:
+            suite.figure("snp-launch", f"{name} (sev_snp={args.snp_platform})", "ms", "lower",
+                         [v / 1e3 for v in phases[key]])
 
 
 BENCHES = {"boot": bench_boot, "api": bench_api, "sandbox": bench_sandbox, "blk": bench_blk,

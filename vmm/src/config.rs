@@ -110,6 +110,39 @@ impl VmConfig {
     /// Checks everything that can be known before building the VM: sizes against the host,
     /// the files exist and are regular files, the initramfs fits in RAM.
     pub fn validate(&self, host: &HostLimits) -> Result<(), ConfigError> {
+        self.validate_machine(host)?;
+        if self.cmdline.contains('\0') {
+            return Err(ConfigError::CmdlineNul);
+        }
+        if self.cmdline.len() >= layout::CMDLINE_MAX_SIZE {
+            return Err(ConfigError::CmdlineTooLong {
+                len: self.cmdline.len(),
+                max: layout::CMDLINE_MAX_SIZE - 1,
+            });
+        }
+        file_size(&self.kernel).map_err(|why| ConfigError::Kernel {
+            path: self.kernel.clone(),
+            why,
+        })?;
+        if let Some(path) = &self.initramfs {
+            let size = file_size(path).map_err(|why| ConfigError::Initramfs {
+                path: path.clone(),
+                why,
+            })?;
+            if size > self.memory {
+                return Err(ConfigError::InitramfsLargerThanRam {
+                    size,
+                    ram: self.memory,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything but what the guest boots from (kernel, initramfs, command line): vCPUs,
+    /// memory and devices. All a confidential VM, whose image is launched elsewhere, is
+    /// checked for.
+    pub fn validate_machine(&self, host: &HostLimits) -> Result<(), ConfigError> {
         if self.vcpus == 0 {
             return Err(ConfigError::NoVcpus);
         }
@@ -137,31 +170,6 @@ impl VmConfig {
         }
         if let Some(rng) = &self.rng {
             rng.validate()?;
-        }
-        if self.cmdline.contains('\0') {
-            return Err(ConfigError::CmdlineNul);
-        }
-        if self.cmdline.len() >= layout::CMDLINE_MAX_SIZE {
-            return Err(ConfigError::CmdlineTooLong {
-                len: self.cmdline.len(),
-                max: layout::CMDLINE_MAX_SIZE - 1,
-            });
-        }
-        file_size(&self.kernel).map_err(|why| ConfigError::Kernel {
-            path: self.kernel.clone(),
-            why,
-        })?;
-        if let Some(path) = &self.initramfs {
-            let size = file_size(path).map_err(|why| ConfigError::Initramfs {
-                path: path.clone(),
-                why,
-            })?;
-            if size > self.memory {
-                return Err(ConfigError::InitramfsLargerThanRam {
-                    size,
-                    ram: self.memory,
-                });
-            }
         }
         disk::validate(&self.disks)?;
         fs::validate(&self.fs)?;

@@ -72,7 +72,9 @@ pub fn rules_for(config: &VmConfig, extra: &[LandlockRule]) -> Vec<LandlockRule>
         path: p.to_owned(),
         write: false,
     };
-    let mut rules = vec![read(&config.kernel)];
+    // A confidential VM has no kernel file: its image was launched before the VM runs.
+    let kernel = Some(config.kernel.as_path()).filter(|k| !k.as_os_str().is_empty());
+    let mut rules: Vec<LandlockRule> = kernel.map(read).into_iter().collect();
     rules.extend(config.initramfs.as_deref().map(read));
     rules.extend(config.disks.iter().map(|d| LandlockRule {
         path: d.path.clone(),

@@ -22,6 +22,7 @@ pub mod acpi;
 pub mod api;
 pub mod boot;
 pub mod clock;
+pub mod confidential_vm;
 pub mod config;
 pub mod console;
 pub mod cpu;

@@ -4,16 +4,13 @@
 //!
 //! Platforms:
 //! - `sev_snp=on`: KVM's SEV-SNP uAPI. Requires `/dev/sev` and `KVM_X86_SNP_VM`; a host without
-//!   them is refused up front with one line naming what is missing. Running the launched guest
-//!   (private-memory faults, page-conversion hypercalls) is not implemented yet, so after a
-//!   successful launch the VM is torn down with an error saying so.
+//!   them is refused up front with one line naming what is missing. The launch and the VM that
+//!   runs the guest afterwards are built by [`crate::confidential_vm::build`].
 //! - `sev_snp=model`: the software SNP platform (`snp::launch::model`) takes the very calls KVM
 //!   would get, enforces firmware rules and reports the launch digest; no guest code runs.
 
 use snp::id_block::HostData;
 use snp::igvm_plan::{plan_from_igvm, read_igvm_file, IgvmPlanError};
-use snp::launch::kvm::KvmBackend;
-use snp::launch::kvm_sys::{snp_unavailable_reason, KvmSnpVm};
 use snp::launch::model::{ModelConfig, ModelPlatform};
 use snp::launch::{launch, LaunchError, LaunchReport};
 use snp::plan::{LaunchPlan, PlanError, RamLayout, VmConfig as PlanConfig};
@@ -78,12 +75,6 @@ pub enum SnpLaunchError {
     /// The platform refused the launch.
     #[error("{0}")]
     Launch(LaunchError),
-    /// KVM launched the guest, but this VMM cannot run SNP guests yet.
-    #[error(
-        "the SEV-SNP guest was launched (expected digest {0}) but running SNP guests is not \
-         supported yet"
-    )]
-    NotRunnable(String),
 }
 
 impl SnpLaunchError {
@@ -91,9 +82,7 @@ impl SnpLaunchError {
     pub fn exit_code(&self) -> u8 {
         match self {
             SnpLaunchError::Image(_) | SnpLaunchError::Config(_) => EXIT_INVALID_CONFIG,
-            SnpLaunchError::Unavailable(_)
-            | SnpLaunchError::Launch(_)
-            | SnpLaunchError::NotRunnable(_) => EXIT_INTERNAL_ERROR,
+            SnpLaunchError::Unavailable(_) | SnpLaunchError::Launch(_) => EXIT_INTERNAL_ERROR,
         }
     }
 }
@@ -123,30 +112,16 @@ pub fn plan(cfg: &SnpConfig) -> Result<LaunchPlan, SnpLaunchError> {
     Ok(plan_from_igvm(&bytes, &plan_cfg)?)
 }
 
-/// Launch the confidential VM described by `cfg`. With the model platform this returns the
-/// launch report; with KVM it fails before creating anything on a host without SNP.
-pub fn run(cfg: &SnpConfig) -> Result<LaunchReport, SnpLaunchError> {
-    if cfg.platform == SnpPlatform::On {
-        if let Some(reason) = snp_unavailable_reason() {
-            return Err(LaunchError::Unavailable(reason).into());
-        }
-    }
+/// Runs the launch of `cfg` on the software SNP platform model and returns its report; nothing
+/// runs after it. (A KVM launch goes through [`crate::confidential_vm::build`], which goes on to
+/// run the guest.)
+pub fn run_model(cfg: &SnpConfig) -> Result<LaunchReport, SnpLaunchError> {
     let plan = plan(cfg)?;
-    match cfg.platform {
-        SnpPlatform::Model => {
-            let mut model = ModelPlatform::new(ModelConfig::default());
-            let report = launch(&plan, &mut model)?;
-            // Read by scripts/bench/all --snp, like the boot-timing line.
-            eprintln!("{}", report.timing);
-            Ok(report)
-        }
-        SnpPlatform::On => {
-            let mut backend = KvmBackend::new(KvmSnpVm::create()?);
-            let report = launch(&plan, &mut backend)?;
-            eprintln!("{}", report.timing);
-            Err(SnpLaunchError::NotRunnable(report.expected.to_hex()))
-        }
-    }
+    let mut model = ModelPlatform::new(ModelConfig::default());
+    let report = launch(&plan, &mut model)?;
+    // Read by scripts/bench/all --snp, like the boot-timing line.
+    eprintln!("{}", report.timing);
+    Ok(report)
 }
 
 #[cfg(test)]

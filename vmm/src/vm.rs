@@ -257,6 +257,27 @@ impl Vm {
             },
         )?;
 
+        Self::assemble(
+            config,
+            kvm,
+            vm_fd,
+            memory,
+            serial_out,
+            VcpuOrigin::Boot(entry),
+        )
+    }
+
+    /// Everything after guest RAM holds what the guest boots from: the buses and devices, the
+    /// vCPUs (created here, or taken over from a confidential launch) and the control state.
+    /// The irqchip and PIT already exist (they must precede the vCPUs).
+    pub(crate) fn assemble(
+        config: &VmConfig,
+        kvm: Kvm,
+        vm_fd: Arc<VmFd>,
+        memory: GuestMemoryMmap,
+        serial_out: Option<Box<dyn Write + Send>>,
+        origin: VcpuOrigin,
+    ) -> Result<Self, VmError> {
         let (tx, rx) = mpsc::channel();
         let control = Arc::new(RunControl::default());
         let markers = boot_marker::BootMarkerLog::new();
@@ -291,12 +312,25 @@ impl Vm {
             events: tx.clone(),
             clock: clock.clone(),
         };
-        let vcpus = create_vcpus(&kvm, &vm_fd, config.vcpus, &memory, entry, &shared)?;
-        log::info!(
-            "VM built: {} vCPU(s), {} MiB, entry {entry:x?}",
-            config.vcpus,
-            config.memory >> 20
-        );
+        let vcpus = match origin {
+            VcpuOrigin::Boot(entry) => {
+                let vcpus = create_vcpus(&kvm, &vm_fd, config.vcpus, &memory, entry, &shared)?;
+                log::info!(
+                    "VM built: {} vCPU(s), {} MiB, entry {entry:x?}",
+                    config.vcpus,
+                    config.memory >> 20
+                );
+                vcpus
+            }
+            VcpuOrigin::Launched { fds, conversions } => {
+                log::info!(
+                    "confidential VM built: {} vCPU(s), {} MiB",
+                    fds.len(),
+                    config.memory >> 20
+                );
+                adopt_vcpus(fds, conversions, &shared)
+            }
+        };
         Ok(Self {
             vcpus,
             _vm_fd: vm_fd,
@@ -464,7 +498,7 @@ impl Vm {
 }
 
 /// Opens `/dev/kvm` and checks the capabilities every VM needs.
-fn open_kvm() -> Result<Kvm, VmError> {
+pub(crate) fn open_kvm() -> Result<Kvm, VmError> {
     let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
     for (cap, name) in [
         (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
@@ -533,8 +567,42 @@ fn create_vcpus(
     Ok(vcpus)
 }
 
+/// Where a VM's vCPUs come from.
+pub(crate) enum VcpuOrigin {
+    /// Created and configured by [`Vm::assemble`]; vCPU 0 enters the loaded kernel here.
+    Boot(EntryMode),
+    /// Created by a confidential launch, their state sealed by SNP_LAUNCH_FINISH; with the
+    /// conversions their private/shared exits apply.
+    Launched {
+        fds: Vec<kvm_ioctls::VcpuFd>,
+        conversions: Option<Arc<crate::snp_memory::Conversions>>,
+    },
+}
+
+/// Wraps vCPUs someone else created (in index order) for the run loop.
+fn adopt_vcpus(
+    fds: Vec<kvm_ioctls::VcpuFd>,
+    conversions: Option<Arc<crate::snp_memory::Conversions>>,
+    shared: &VcpuShared,
+) -> Vec<Vcpu> {
+    (0u32..)
+        .zip(fds)
+        .map(|(index, fd)| Vcpu {
+            index,
+            fd,
+            pio: shared.pio.clone(),
+            mmio: shared.mmio.clone(),
+            control: shared.control.clone(),
+            events: shared.events.clone(),
+            clock: shared.clock.clone(),
+            conversions: conversions.clone(),
+            certs: None,
+        })
+        .collect()
+}
+
 /// In-kernel interrupt controllers and PIT, plus the addresses KVM needs on Intel hosts.
-fn create_platform(vm_fd: &VmFd) -> Result<(), VmError> {
+pub fn create_platform(vm_fd: &VmFd) -> Result<(), VmError> {
     vm_fd
         .set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDRESS)
         .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
@@ -645,7 +713,7 @@ fn build_pio_bus(
     })
 }
 
-fn serial_writer(out: &SerialOutput) -> Result<Option<Box<dyn Write + Send>>, VmError> {
+pub(crate) fn serial_writer(out: &SerialOutput) -> Result<Option<Box<dyn Write + Send>>, VmError> {
     Ok(match out {
         SerialOutput::Off => None,
         SerialOutput::Stdout => Some(Box::new(std::io::stdout())),

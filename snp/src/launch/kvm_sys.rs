@@ -14,6 +14,7 @@
 #![allow(unsafe_code)] // Reason: guest_memfd ownership and KVM_SET_USER_MEMORY_REGION2.
 
 use crate::vp_context::VcpuState;
+use kvm_bindings::CpuId;
 use kvm_bindings::{
     kvm_create_guest_memfd, kvm_enable_cap, kvm_memory_attributes, kvm_sev_cmd, kvm_sev_init,
     kvm_sev_snp_launch_finish, kvm_sev_snp_launch_start, kvm_sev_snp_launch_update,
@@ -23,7 +24,7 @@ use kvm_bindings::{
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use vm_memory::MmapRegion;
+use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 /// `KVM_HC_MAP_GPA_RANGE` (Linux `include/uapi/linux/kvm_para.h`; not in kvm-bindings).
 pub const KVM_HC_MAP_GPA_RANGE: u64 = 12;
@@ -120,10 +121,30 @@ pub fn snp_unavailable_reason() -> Option<String> {
 pub struct KvmSnpVm {
     vcpus: Vec<VcpuFd>,
     vm: VmFd,
-    memfds: Vec<OwnedFd>,
-    backing: Vec<MmapRegion<()>>,
+    /// guest_memfds with the memory slot each backs.
+    memfds: Vec<(u32, OwnedFd)>,
+    /// The shared (userspace) backing of each RAM slot, with its guest address.
+    backing: Vec<(u64, MmapRegion<()>)>,
     sev: File,
-    _kvm: Kvm,
+    cpuid: Option<VcpuCpuid>,
+    kvm: Kvm,
+}
+
+/// The CPUID a vCPU gets at creation, by index (set before the launch seals its state).
+pub type VcpuCpuid = Box<dyn Fn(u32) -> CpuId + Send>;
+
+/// What a finished launch hands to the run loop: the VM, its vCPUs (state sealed by
+/// SNP_LAUNCH_FINISH), guest RAM's shared view for devices, and the guest_memfds that back its
+/// private pages. Field order is drop order, as in [`KvmSnpVm`]: whoever keeps these must drop
+/// the vCPUs and the VM before `memory`.
+pub struct LaunchedVm {
+    pub vcpus: Vec<VcpuFd>,
+    pub vm: VmFd,
+    pub kvm: Kvm,
+    /// `(slot, guest_memfd)`, for conversions (`fallocate` punch-hole on a page made shared).
+    pub guest_memfds: Vec<(u32, File)>,
+    /// The shared backing of every RAM slot: what devices may read and write.
+    pub memory: GuestMemoryMmap,
 }
 
 impl KvmSnpVm {
@@ -148,7 +169,50 @@ impl KvmSnpVm {
             memfds: Vec::new(),
             backing: Vec::new(),
             sev,
-            _kvm: kvm,
+            cpuid: None,
+            kvm,
+        })
+    }
+
+    /// The KVM system fd (supported CPUID, MSR lists).
+    pub fn kvm(&self) -> &Kvm {
+        &self.kvm
+    }
+
+    /// The CPUID every vCPU gets when the launch creates it (KVM_SET_CPUID2 before its
+    /// registers), by vCPU index.
+    pub fn set_vcpu_cpuid(&mut self, cpuid: VcpuCpuid) {
+        self.cpuid = Some(cpuid);
+    }
+
+    /// Takes the launched VM apart for the run loop.
+    pub fn into_parts(self) -> Result<LaunchedVm, crate::launch::LaunchError> {
+        let sys = |op, e: std::io::Error| crate::launch::LaunchError::Sys { op, source: e };
+        let regions = self
+            .backing
+            .into_iter()
+            .map(|(gpa, map)| {
+                GuestRegionMmap::new(map, GuestAddress(gpa)).ok_or_else(|| {
+                    sys(
+                        "guest RAM view",
+                        std::io::Error::other(format!("region at {gpa:#x} overflows")),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let memory = GuestMemoryMmap::from_regions(regions)
+            .map_err(|e| sys("guest RAM view", std::io::Error::other(e.to_string())))?;
+        let guest_memfds = self
+            .memfds
+            .into_iter()
+            .map(|(slot, fd)| (slot, File::from(fd)))
+            .collect();
+        Ok(LaunchedVm {
+            vcpus: self.vcpus,
+            vm: self.vm,
+            kvm: self.kvm,
+            guest_memfds,
+            memory,
         })
     }
 
@@ -205,7 +269,8 @@ impl SnpVmIoctls for KvmSnpVm {
         // else owns; wrapping it transfers ownership so it is closed exactly once.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         let number = owned.as_raw_fd() as u32;
-        self.memfds.push(owned);
+        // The slot is known once the region is registered (set_user_memory_region2).
+        self.memfds.push((u32::MAX, owned));
         Ok(number)
     }
 
@@ -225,7 +290,14 @@ impl SnpVmIoctls for KvmSnpVm {
             fw_error: 0,
         })?;
         region.userspace_addr = map.as_ptr() as u64;
-        self.backing.push(map);
+        self.backing.push((region.guest_phys_addr, map));
+        if let Some(entry) = self
+            .memfds
+            .iter_mut()
+            .find(|(_, fd)| fd.as_raw_fd() as u32 == region.guest_memfd)
+        {
+            entry.0 = region.slot;
+        }
         // SAFETY: `userspace_addr` is the start of an anonymous mapping of exactly
         // `memory_size` bytes that `self.backing` owns; fields drop in declaration order, so
         // the VM (and with it the slot) is gone before the mapping is unmapped. The guest_memfd
@@ -244,6 +316,10 @@ impl SnpVmIoctls for KvmSnpVm {
             .vm
             .create_vcpu(u64::from(index))
             .map_err(|e| SysError::from_kvm("KVM_CREATE_VCPU", &e))?;
+        if let Some(cpuid) = &self.cpuid {
+            vcpu.set_cpuid2(&cpuid(index))
+                .map_err(|e| SysError::from_kvm("KVM_SET_CPUID2", &e))?;
+        }
         // Keep what the VMM and KVM own (APIC base, CR8, CR2, pending interrupts).
         let mut sregs = vcpu
             .get_sregs()

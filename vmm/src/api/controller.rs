@@ -245,26 +245,21 @@ impl Controller {
         self.event("vm", "booting", None);
         let started_at_ms = unix_ms();
         let started = Instant::now();
-        if let Some(c) = &self.confidential {
-            return Err(self.confidential_boot(&c.launch.clone()));
-        }
-        let vm = match Vm::build(&vm_config) {
+        let built = match &self.confidential {
+            Some(c) => crate::confidential_vm::build(&vm_config, &c.launch)
+                .map(|(vm, _)| vm)
+                .map_err(|e| {
+                    let code = e.exit_code();
+                    (code, "vm.boot: cannot launch the confidential VM", e.into())
+                }),
+            None => Vm::build(&vm_config).map_err(|e| {
+                let code = e.exit_code();
+                (code, "vm.boot: cannot build the VM", e.into())
+            }),
+        };
+        let vm = match built {
             Ok(vm) => vm,
-            Err(e) => {
-                let code = if e.exit_code() == EXIT_INVALID_CONFIG {
-                    ErrorCode::InvalidArgument
-                } else {
-                    ErrorCode::Internal
-                };
-                let info = ExitInfo::boot_error(e.to_string(), e.exit_code());
-                self.shared.update(|s| s.exit = Some(info));
-                self.event("vm", "boot_failed", Some(e.to_string()));
-                return Err(ApiError::with_source(
-                    code,
-                    "vm.boot: cannot build the VM",
-                    &e,
-                ));
-            }
+            Err((exit_code, message, e)) => return Err(self.boot_failed(exit_code, message, e)),
         };
         self.generation += 1;
         let generation = self.generation;
@@ -373,22 +368,22 @@ impl Controller {
         self.boot().map(|_| ())
     }
 
-    /// Launches a confidential VM. On a host without SEV-SNP the launch is refused before
-    /// anything is created; where it succeeds, running the guest is not implemented yet, so the
-    /// boot fails either way, with the reason.
-    fn confidential_boot(&mut self, launch: &crate::snp_launch::SnpConfig) -> ApiError {
-        let e = match crate::snp_launch::run(launch) {
-            Err(e) => e,
-            Ok(report) => crate::snp_launch::SnpLaunchError::NotRunnable(report.expected.to_hex()),
+    /// Records a failed boot (exit info, `boot_failed` event) and the answer for the client.
+    fn boot_failed(
+        &mut self,
+        exit_code: u8,
+        message: &'static str,
+        e: Box<dyn std::error::Error>,
+    ) -> ApiError {
+        let code = if exit_code == EXIT_INVALID_CONFIG {
+            ErrorCode::InvalidArgument
+        } else {
+            ErrorCode::Internal
         };
-        let info = ExitInfo::boot_error(e.to_string(), e.exit_code());
+        let info = ExitInfo::boot_error(e.to_string(), exit_code);
         self.shared.update(|s| s.exit = Some(info));
         self.event("vm", "boot_failed", Some(e.to_string()));
-        ApiError::with_source(
-            ErrorCode::Internal,
-            "vm.boot: cannot launch the confidential VM",
-            &e,
-        )
+        ApiError::with_source(code, message, e.as_ref())
     }
 
     fn delete(&mut self) {
