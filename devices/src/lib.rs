@@ -6,6 +6,7 @@
 //! (event fds, interrupt lines, channels).
 
 pub mod bus;
+pub mod dma;
 pub mod legacy;
 pub mod pci;
 pub mod virtio;

@@ -66,6 +66,7 @@ fuzz_target!(|data: &[u8]| {
         }],
         interrupt: Arc::new(Irq::default()),
         features: F_VERSION_1,
+        dma: Default::default(),
     };
     let executor = Executor::new(Box::new(MemDisk::new(64 * 512)), flags & 1 != 0, "fuzz");
     let (mut worker, _kicks) =

@@ -23,9 +23,11 @@ pub mod worker;
 
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
+
+use crate::dma::DmaGuard;
 
 /// Device status bits (VIRTIO 1.2 §2.1).
 pub const STATUS_ACKNOWLEDGE: u8 = 1;
@@ -75,6 +77,8 @@ pub struct Activation {
     pub interrupt: Arc<dyn VirtioInterrupt>,
     /// The features the driver accepted (a subset of [`VirtioDevice::features`]).
     pub features: u64,
+    /// Which guest pages the device may follow addresses into (see [`crate::dma`]).
+    pub dma: DmaGuard,
 }
 
 /// Errors activating a device (the guest set `DRIVER_OK`).
@@ -88,6 +92,8 @@ pub enum ActivateError {
     Worker(#[from] std::io::Error),
     #[error("the device's backend refused: {0}")]
     Backend(String),
+    #[error("the rings of queue {0} are not in shared guest memory")]
+    PrivateRing(u16),
 }
 
 /// A virtio device as the transport sees it: identity, features, configuration space, and
@@ -125,4 +131,16 @@ pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
             .copied()
             .unwrap_or(0);
     }
+}
+
+/// True if `dma` lets the device touch all three rings of `queue` (VIRTIO 1.2 §2.7: the
+/// descriptor table, the driver area and the device area, each with its event index).
+pub(crate) fn rings_allowed(dma: &DmaGuard, queue: &Queue) -> bool {
+    if !dma.is_restricted() {
+        return true;
+    }
+    let n = u64::from(queue.size());
+    dma.allows(queue.desc_table(), 16 * n)
+        && dma.allows(queue.avail_ring(), 6 + 2 * n)
+        && dma.allows(queue.used_ring(), 6 + 8 * n)
 }

@@ -12,6 +12,8 @@
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 
+use crate::dma::DmaGuard;
+
 /// Request types (§5.2.6).
 pub const T_IN: u32 = 0;
 pub const T_OUT: u32 = 1;
@@ -42,6 +44,8 @@ pub enum RequestError {
     NoStatus,
     #[error("descriptor at {addr:#x}+{len:#x} is outside guest RAM")]
     OutsideRam { addr: u64, len: u32 },
+    #[error("descriptor at {addr:#x}+{len:#x} points into memory the guest made private")]
+    PrivateMemory { addr: u64, len: u32 },
     #[error("header is shorter than 16 bytes or not device-readable")]
     BadHeader,
     #[error("data of a type-{0} request has the wrong direction")]
@@ -138,6 +142,18 @@ pub fn parse<M: GuestMemory>(
     descriptors: impl Iterator<Item = Descriptor>,
     limits: &Limits,
 ) -> Parsed {
+    parse_guarded(mem, descriptors, limits, &DmaGuard::unrestricted())
+}
+
+/// [`parse`], with every buffer also checked against `dma`: a buffer in a page a
+/// confidential guest made private fails the request with IOERR (or leaves it unanswerable
+/// when the status byte itself is private).
+pub fn parse_guarded<M: GuestMemory>(
+    mem: &M,
+    descriptors: impl Iterator<Item = Descriptor>,
+    limits: &Limits,
+    dma: &DmaGuard,
+) -> Parsed {
     let mut descs = Vec::new();
     for d in descriptors {
         if descs.len() == limits.max_descriptors {
@@ -160,6 +176,12 @@ pub fn parse<M: GuestMemory>(
             })
         }
     };
+    if !dma.allows(status.0, 1) {
+        return Parsed::Unanswerable(RequestError::PrivateMemory {
+            addr: last.addr().0,
+            len: last.len(),
+        });
+    }
     let fail = |error: RequestError| {
         let status_byte = match error {
             RequestError::Unsupported(_) => S_UNSUPP,
@@ -189,6 +211,12 @@ pub fn parse<M: GuestMemory>(
         };
         if !mem.check_range(d.addr(), len as usize, access) {
             return fail(RequestError::OutsideRam {
+                addr: d.addr().0,
+                len: d.len(),
+            });
+        }
+        if !dma.allows(d.addr().0, u64::from(len)) {
+            return fail(RequestError::PrivateMemory {
                 addr: d.addr().0,
                 len: d.len(),
             });

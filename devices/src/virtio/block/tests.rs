@@ -177,6 +177,7 @@ fn harness(disk_bytes: usize, readonly: bool) -> Harness {
         }],
         interrupt: irq.clone(),
         features: F_VERSION_1,
+        dma: Default::default(),
     };
     let (worker, _kicks) = BlockWorker::new(activation, executor, counters.clone());
     Harness {
@@ -657,6 +658,7 @@ fn activate_runs_a_named_worker_and_reset_returns_the_backend() {
         }],
         interrupt: irq.clone(),
         features: F_VERSION_1,
+        dma: Default::default(),
     };
     dev.activate(activation(driver.queue(), kick.try_clone().unwrap()))
         .unwrap();
@@ -691,3 +693,5 @@ fn activate_runs_a_named_worker_and_reset_returns_the_backend() {
         .unwrap();
     dev.reset();
 }
+
+mod private_memory;

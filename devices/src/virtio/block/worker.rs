@@ -10,9 +10,33 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::request::{self, Limits, Parsed};
 use super::{BlockCounters, Executor, MAX_RANGE_SEGMENTS};
+use crate::dma::DmaGuard;
 use crate::legacy::RateLimitedLog;
 use crate::virtio::worker::QueueHandler;
-use crate::virtio::{Activation, GuestMemory, VirtioInterrupt};
+use crate::virtio::{rings_allowed, Activation, GuestMemory, VirtioInterrupt};
+
+/// `VIRTQ_DESC_F_INDIRECT` (VIRTIO 1.2 §2.7.5.3).
+const DESC_F_INDIRECT: u16 = 4;
+
+/// For a restricted guard, checks the indirect table the head descriptor `head` points at,
+/// which `virtio-queue` reads while walking the chain (the spec lets only a chain's head
+/// carry one). True when there is nothing to check or the table is shared.
+fn indirect_table_allowed(dma: &DmaGuard, mem: &GuestMemory, queue: &Queue, head: u16) -> bool {
+    use vm_memory::{Bytes, GuestAddress};
+    if !dma.is_restricted() {
+        return true;
+    }
+    let at = queue.desc_table() + u64::from(head) * 16;
+    let (Ok(addr), Ok(len), Ok(flags)) = (
+        mem.read_obj::<u64>(GuestAddress(at)),
+        mem.read_obj::<u32>(GuestAddress(at + 8)),
+        mem.read_obj::<u16>(GuestAddress(at + 12)),
+    ) else {
+        // The walk reports an unreadable table itself.
+        return true;
+    };
+    flags & DESC_F_INDIRECT == 0 || dma.allows(addr, u64::from(len))
+}
 
 struct WorkerQueue {
     index: u16,
@@ -24,6 +48,7 @@ struct WorkerQueue {
 /// Owns everything an active block device works with.
 pub struct BlockWorker {
     mem: GuestMemory,
+    dma: DmaGuard,
     queues: Vec<WorkerQueue>,
     executor: Executor,
     interrupt: Arc<dyn VirtioInterrupt>,
@@ -52,6 +77,7 @@ impl BlockWorker {
         (
             Self {
                 mem: activation.mem,
+                dma: activation.dma,
                 queues,
                 executor,
                 interrupt: activation.interrupt,
@@ -78,6 +104,12 @@ impl BlockWorker {
             return false;
         };
         if wq.broken {
+            return false;
+        }
+        // A confidential guest may have made a ring private since activation.
+        if !rings_allowed(&self.dma, &wq.queue) {
+            let why = "its rings are no longer in shared memory";
+            break_queue(wq, &self.interrupt, &self.counters, &mut self.log, &why);
             return false;
         }
         let limits = Limits {
@@ -113,10 +145,25 @@ impl BlockWorker {
             };
             budget -= 1;
             let head = chain.head_index();
+            if !indirect_table_allowed(&self.dma, &self.mem, &wq.queue, head) {
+                // The table cannot be read, so neither can the status address: the chain
+                // goes back unanswered, like one whose status byte is unusable.
+                BlockCounters::add(&self.counters.guest_errors, 1);
+                self.log.warn(format_args!(
+                    "virtio-blk: indirect table of chain {head} is in private memory"
+                ));
+                if let Err(e) = wq.queue.add_used(&self.mem, head, 0) {
+                    break_queue(wq, &self.interrupt, &self.counters, &mut self.log, &e);
+                    return false;
+                }
+                completed += 1;
+                continue;
+            }
             let used = handle_chain(
                 &self.mem,
                 chain,
                 &limits,
+                &self.dma,
                 &mut self.executor,
                 &self.counters,
                 &mut self.log,
@@ -144,7 +191,7 @@ fn break_queue(
     interrupt: &Arc<dyn VirtioInterrupt>,
     counters: &BlockCounters,
     log: &mut RateLimitedLog,
-    error: &virtio_queue::Error,
+    error: &dyn std::fmt::Display,
 ) {
     wq.broken = true;
     BlockCounters::add(&counters.queue_errors, 1);
@@ -160,13 +207,14 @@ fn handle_chain(
     mem: &GuestMemory,
     chain: virtio_queue::DescriptorChain<&GuestMemory>,
     limits: &Limits,
+    dma: &DmaGuard,
     executor: &mut Executor,
     counters: &BlockCounters,
     log: &mut RateLimitedLog,
 ) -> u32 {
     use vm_memory::Bytes;
     BlockCounters::add(&counters.requests, 1);
-    let (status, at, data_written) = match request::parse(mem, chain, limits) {
+    let (status, at, data_written) = match request::parse_guarded(mem, chain, limits, dma) {
         Parsed::Ok(req) => match executor.execute(mem, &req, counters) {
             Ok(n) => (request::S_OK, req.status, n),
             Err(e) => {

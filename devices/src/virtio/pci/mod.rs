@@ -31,6 +31,7 @@ use super::{
     ActivateError, Activation, ActiveQueue, GuestMemory, VirtioDevice, VirtioInterrupt,
     F_RING_EVENT_IDX, STATUS_DEVICE_NEEDS_RESET,
 };
+use crate::dma::DmaGuard;
 use crate::legacy::RateLimitedLog;
 use crate::pci::config::{ConfigError, PciConfig, PciIdentity, COMMAND_MEMORY_SPACE};
 use crate::pci::msix::{MsiRouter, Msix, MsixVector, CONTROL_ENABLE, CONTROL_FUNCTION_MASK};
@@ -139,6 +140,8 @@ pub struct VirtioPciDevice {
     /// that moves the BAR over another device's finds the address taken).
     notify_placed: Vec<Option<u64>>,
     active: bool,
+    /// Handed to the device on activation; the rings are checked against it first.
+    dma: DmaGuard,
     log: RateLimitedLog,
 }
 
@@ -200,8 +203,15 @@ impl VirtioPciDevice {
             notify_base: None,
             notify_placed: Vec::new(),
             active: false,
+            dma: DmaGuard::unrestricted(),
             log: RateLimitedLog::default(),
         })
+    }
+
+    /// Restricts the device to the pages `dma` allows (a confidential guest's shared pages)
+    /// from its next activation on.
+    pub fn set_dma_guard(&mut self, dma: DmaGuard) {
+        self.dma = dma;
     }
 
     /// The queue notification eventfds (what the ioeventfds signal), in queue order.
@@ -342,6 +352,9 @@ impl VirtioPciDevice {
             if !queue.is_valid(&self.mem) {
                 return Err(bad());
             }
+            if !super::rings_allowed(&self.dma, &queue) {
+                return Err(ActivateError::PrivateRing(index));
+            }
             self.signals.queue_vectors[i].store(regs.msix_vector, Ordering::Release);
             let kick = self.kicks[i].try_clone()?;
             queues.push(ActiveQueue { index, queue, kick });
@@ -354,6 +367,7 @@ impl VirtioPciDevice {
             queues,
             interrupt: self.signals.clone(),
             features: self.common.driver_features,
+            dma: self.dma.clone(),
         })
     }
 

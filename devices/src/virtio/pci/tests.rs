@@ -432,3 +432,27 @@ fn moving_the_bar_moves_the_ioeventfds_and_hostile_accesses_are_harmless() {
         }
     }
 }
+
+#[test]
+fn rings_in_private_memory_are_refused_at_activation() {
+    use crate::dma::{DmaGuard, SharedPages};
+    let mut s = setup();
+    let pages = Arc::new(SharedPages::new(&[(0, 1 << 20)], true));
+    pages.set(0x2000, 0x1000, false).unwrap(); // the driver area
+    s.dev.set_dma_guard(DmaGuard::shared_only(pages.clone()));
+    w8(&mut s.dev, 0x14, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+    w32(&mut s.dev, 0x08, 1);
+    w32(&mut s.dev, 0x0c, 1);
+    w8(&mut s.dev, 0x14, 0x0b);
+    w16(&mut s.dev, 0x16, 0);
+    w32(&mut s.dev, 0x20, 0x1000);
+    w32(&mut s.dev, 0x28, 0x2000);
+    w32(&mut s.dev, 0x30, 0x3000);
+    w16(&mut s.dev, 0x1c, 1);
+    w8(&mut s.dev, 0x14, 0x0f);
+    assert_ne!(r8(&mut s.dev, 0x14) & STATUS_DEVICE_NEEDS_RESET, 0);
+    // Once the guest shares the page, a reset and a fresh start bring the device up.
+    pages.set(0x2000, 0x1000, true).unwrap();
+    w8(&mut s.dev, 0x14, 0);
+    bring_up_again(&mut s);
+}

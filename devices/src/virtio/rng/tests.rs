@@ -134,6 +134,7 @@ fn activation_runs_a_named_worker_and_reset_returns_the_source() {
         queues,
         interrupt: Arc::new(Irq::default()),
         features: F_VERSION_1,
+        dma: Default::default(),
     };
     assert!(matches!(
         rng.activate(activation(Vec::new())),

@@ -342,6 +342,7 @@ fn worker_moves_packets_between_queues_and_sockets() {
         ],
         interrupt: irq.clone(),
         features: F_VERSION_1,
+        dma: Default::default(),
     };
     let mut w = VsockWorker::new(activation, s.muxer);
     let port_path = format!("{}_2000", s.path.display());
