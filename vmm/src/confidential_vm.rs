@@ -59,6 +59,8 @@ impl ConfidentialVmError {
 pub struct PrivateMemory {
     pub ram: RamLayout,
     pub slots: Vec<RamSlot>,
+    /// `(gpa, size)` of the ranges the launch made private.
+    pub launched: Vec<(u64, u64)>,
 }
 
 /// Launches the IGVM image of `snp` on KVM SEV-SNP and builds the VM that runs it, with the
@@ -102,6 +104,11 @@ pub fn build(
         .map_err(SnpLaunchError::from)?;
     let private = PrivateMemory {
         slots: ram_slots(&plan, 0),
+        launched: plan
+            .ranges()
+            .iter()
+            .map(|r| (r.gpa, r.data.len() as u64))
+            .collect(),
         ram: plan.ram,
     };
     let vm = from_launched(config, parts, Some(private))?;
@@ -134,15 +141,18 @@ pub fn from_launched(
     } = parts;
     let vm = Arc::new(vm);
     let conversions = private.map(|p| {
-        Arc::new(Conversions::new(
-            p.ram,
-            p.slots,
-            ImplicitConversion::default(),
-            Box::new(KvmMemoryAttributes {
-                vm: vm.clone(),
-                memfds: guest_memfds,
-            }),
-        ))
+        Arc::new(
+            Conversions::new(
+                p.ram,
+                p.slots,
+                ImplicitConversion::default(),
+                Box::new(KvmMemoryAttributes {
+                    vm: vm.clone(),
+                    memfds: guest_memfds,
+                }),
+            )
+            .with_private(&p.launched),
+        )
     });
     Ok(Vm::assemble(
         config,

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use devices::dma::DmaGuard;
 use devices::pci::msix::{MsiRouter, MsixVector};
 use devices::pci::root::PciRoot;
 use devices::virtio::block::backend::FileDisk;
@@ -110,6 +111,8 @@ pub struct PciBus {
     gsis: GsiPool,
     records: BTreeMap<u8, Record>,
     list: Arc<DeviceList>,
+    /// What every virtio device (cold- or hot-plugged) may touch.
+    dma: DmaGuard,
 }
 
 impl PciBus {
@@ -131,7 +134,14 @@ impl PciBus {
             },
             records: BTreeMap::new(),
             list: Arc::new(DeviceList::default()),
+            dma: DmaGuard::unrestricted(),
         }
+    }
+
+    /// Restricts the devices added from now on to what `dma` allows (a confidential guest's
+    /// shared pages).
+    pub fn set_dma_guard(&mut self, dma: DmaGuard) {
+        self.dma = dma;
     }
 
     pub fn root(&self) -> Arc<PciRoot> {
@@ -183,7 +193,10 @@ impl PciBus {
             Some(self.ioevents.clone()),
         );
         let transport = match transport {
-            Ok(t) => t,
+            Ok(mut t) => {
+                t.set_dma_guard(self.dma.clone());
+                t
+            }
             Err(source) => {
                 self.release_vectors(irqfds);
                 return Err(PciSetupError::DeviceTransport { id, source });

@@ -230,12 +230,14 @@ impl PartialEq for PlacedDevice {
 }
 
 /// The PCI devices a VM is configured with, in the order they take slots.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct DeviceSet<'a> {
     pub disks: &'a [DiskConfig],
     pub vsock: Option<&'a VsockConfig>,
     pub shares: &'a [FsConfig],
     pub rng: Option<&'a RngConfig>,
+    /// What the devices may touch (see [`devices::dma`]).
+    pub dma: devices::dma::DmaGuard,
 }
 
 impl<'a> DeviceSet<'a> {
@@ -245,7 +247,13 @@ impl<'a> DeviceSet<'a> {
             vsock: config.vsock.as_ref(),
             shares: &config.fs,
             rng: config.rng.as_ref(),
+            dma: devices::dma::DmaGuard::unrestricted(),
         }
+    }
+
+    /// The same devices, restricted to what `dma` allows.
+    pub fn with_dma(self, dma: devices::dma::DmaGuard) -> Self {
+        Self { dma, ..self }
     }
 }
 
@@ -263,6 +271,7 @@ pub fn attach(
     let router: Arc<dyn MsiRouter> = Arc::new(KvmMsiRouter::new(vm.clone()));
     let ioevents: Arc<dyn IoEventRegistry> = Arc::new(KvmIoEvents { vm: vm.clone() });
     let mut bus = PciBus::new(vm.clone(), mem.clone(), router, ioevents);
+    bus.set_dma_guard(set.dma.clone());
     let specs = set
         .disks
         .iter()

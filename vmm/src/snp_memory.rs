@@ -8,10 +8,16 @@
 //! guest_memfd: the private contents are dead once the page is shared, and keeping them would
 //! only cost host memory. The decoding and checks are `snp::exits` (pure); the two host
 //! operations sit behind [`MemoryAttributes`] so the logic is tested with a recording fake.
+//!
+//! Every applied conversion also updates the [`SharedPages`] view the VM's devices consult
+//! ([`Conversions::dma_guard`]): a device may only follow guest addresses into shared pages.
+//! A page leaves the view before it becomes private and joins it once it is shared, so a
+//! device never sees a page as shared while KVM already treats it as private.
 
 use std::fs::File;
 use std::sync::Arc;
 
+use devices::dma::{DmaGuard, SharedPages};
 use kvm_ioctls::VmFd;
 use snp::exits::{
     decode_hypercall, decode_memory_fault, ExitError, ImplicitConversion, MemoryConversion,
@@ -91,6 +97,8 @@ pub struct Conversions {
     slots: Vec<RamSlot>,
     policy: ImplicitConversion,
     host: Box<dyn MemoryAttributes>,
+    /// What devices may touch; starts as KVM's default (every page shared).
+    shared: Arc<SharedPages>,
 }
 
 impl Conversions {
@@ -100,19 +108,50 @@ impl Conversions {
         policy: ImplicitConversion,
         host: Box<dyn MemoryAttributes>,
     ) -> Self {
+        let regions: Vec<(u64, u64)> = ram.regions().iter().map(|r| (r.gpa, r.size)).collect();
         Self {
             ram,
             slots,
             policy,
             host,
+            shared: Arc::new(SharedPages::new(&regions, true)),
+        }
+    }
+
+    /// Records the ranges `(gpa, size)` the launch made private (its measured pages), so
+    /// devices treat them as private from the start.
+    pub fn with_private(self, ranges: &[(u64, u64)]) -> Self {
+        for &(gpa, size) in ranges {
+            if let Err(e) = self.shared.set(gpa, size, false) {
+                log::warn!("launch range not tracked for devices: {e}");
+            }
+        }
+        self
+    }
+
+    /// The guard this VM's devices consult before touching guest memory.
+    pub fn dma_guard(&self) -> DmaGuard {
+        DmaGuard::shared_only(self.shared.clone())
+    }
+
+    fn track(&self, conversion: &MemoryConversion, shared: bool) {
+        // Cannot fail: check_ram put the range inside one RAM region of the view.
+        if let Err(e) = self.shared.set(conversion.gpa, conversion.size, shared) {
+            log::error!("device view of guest memory not updated: {e}");
         }
     }
 
     fn apply(&self, conversion: &MemoryConversion) -> Result<(), ConversionError> {
         conversion.check_ram(&self.ram)?;
+        if conversion.private {
+            self.track(conversion, false);
+        }
         self.host.set_attributes(conversion)?;
         if let Some(hole) = conversion.punch_hole(&self.slots) {
             self.host.punch_hole(&hole)?;
+        }
+        if !conversion.private {
+            self.track(conversion, true);
         }
         Ok(())
     }

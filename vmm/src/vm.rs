@@ -297,7 +297,7 @@ impl Vm {
         let (bus, controller) = crate::pci_devices::attach(
             &vm_fd,
             &memory,
-            crate::pci_devices::DeviceSet::of(config),
+            crate::pci_devices::DeviceSet::of(config).with_dma(origin.dma_guard()),
             &mut pio,
             &mut mmio,
             on_eject,
@@ -577,6 +577,19 @@ pub(crate) enum VcpuOrigin {
         fds: Vec<kvm_ioctls::VcpuFd>,
         conversions: Option<Arc<crate::snp_memory::Conversions>>,
     },
+}
+
+impl VcpuOrigin {
+    /// A confidential guest's devices see only its shared pages.
+    fn dma_guard(&self) -> devices::dma::DmaGuard {
+        match self {
+            VcpuOrigin::Launched {
+                conversions: Some(c),
+                ..
+            } => c.dma_guard(),
+            _ => devices::dma::DmaGuard::unrestricted(),
+        }
+    }
 }
 
 /// Wraps vCPUs someone else created (in index order) for the run loop.

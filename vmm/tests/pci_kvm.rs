@@ -64,6 +64,7 @@ fn attached_disks_answer_through_both_configuration_doors_and_route_msis() {
             vsock: None,
             shares: &[],
             rng: None,
+            dma: Default::default(),
         },
         &mut pio,
         &mut mmio,

@@ -140,3 +140,35 @@ fn implicit_conversions_follow_the_policy_and_host_failures_end_the_vm() {
         Err(ConversionError::NoGuestMemfd(99))
     ));
 }
+
+#[test]
+fn devices_see_the_conversions_and_the_launched_pages_as_private() {
+    let (c, _) = conversions(ImplicitConversion::Allow, false);
+    let c = c.with_private(&[(2 * MIB, 8 * 4096)]);
+    let guard = c.dma_guard();
+    assert!(guard.is_restricted());
+    assert!(!guard.allows(2 * MIB, 1), "launched pages start private");
+    assert!(guard.allows(2 * MIB + 8 * 4096, 4096));
+    c.on_hypercall(KVM_HC_MAP_GPA_RANGE, &map(2 * MIB, 2, 0))
+        .unwrap();
+    assert!(guard.allows(2 * MIB, 2 * 4096));
+    assert!(!guard.allows(2 * MIB, 2 * 4096 + 1));
+    c.on_hypercall(
+        KVM_HC_MAP_GPA_RANGE,
+        &map(2 * MIB, 1, MAP_GPA_RANGE_ENCRYPTED),
+    )
+    .unwrap();
+    assert!(!guard.allows(2 * MIB, 1));
+    assert!(guard.allows(2 * MIB + 4096, 4096));
+    // An implicit conversion counts too; a refused request changes nothing.
+    c.on_memory_fault(MEMORY_EXIT_FLAG_PRIVATE, 40 * MIB, 4096)
+        .unwrap();
+    assert!(!guard.allows(40 * MIB, 1));
+    c.on_hypercall(KVM_HC_MAP_GPA_RANGE, &map(MIB - 4096, 2, 0))
+        .unwrap();
+    assert!(!guard.allows(2 * MIB, 1));
+    assert!(
+        guard.allows(MIB - 4096, 2 * 4096),
+        "shared before, still shared"
+    );
+}
