@@ -24,8 +24,23 @@ use snp::exits::{
     PunchHole, KVM_EINVAL,
 };
 use snp::launch::RamSlot;
+use snp::page_state::memory::ConversionObserver;
 use snp::plan::RamLayout;
 use vmm_sys_util::fallocate::{fallocate, FallocateMode};
+
+/// The software platform's conversions ([`ModelRam::convert`]) reaching the same device
+/// view the KVM path keeps, for model guests that drive real devices.
+///
+/// [`ModelRam::convert`]: snp::page_state::memory::ModelRam::convert
+pub struct ModelDeviceView(pub Arc<SharedPages>);
+
+impl ConversionObserver for ModelDeviceView {
+    fn converted(&self, gpa: u64, len: u64, private: bool) {
+        if let Err(e) = self.0.set(gpa, len, !private) {
+            log::warn!("device view of model guest memory not updated: {e}");
+        }
+    }
+}
 
 /// Errors applying a conversion on the host.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,11 @@
 // Test crate: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "snp_model_guest/dma.rs"]
+mod dma;
+
 use devices::bus::Bus;
+use devices::dma::DmaGuard;
 use devices::legacy::serial::Serial;
 use devices::pci::msix::{MsiMessage, MsiRouter, MsixVector};
 use devices::pci::root::{PciConfigIo, PciRoot};
@@ -25,9 +29,9 @@ use std::sync::{Arc, Mutex};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
-const GHCB: u64 = 0x10_000;
+pub(crate) const GHCB: u64 = 0x10_000;
 const SECRETS: u64 = 0x5000;
-const BAR: u64 = 0xC000_0000;
+pub(crate) const BAR: u64 = 0xC000_0000;
 
 #[derive(Clone, Default)]
 struct Console(Arc<Mutex<Vec<u8>>>);
@@ -76,6 +80,12 @@ impl IoBus for Devices {
 
 fn devices(console: Console) -> Devices {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+    devices_on(console, mem, DmaGuard::unrestricted())
+}
+
+/// The serial port, the PCI configuration ports and one virtio-blk device working on `mem`
+/// and restricted by `dma`.
+fn devices_on(console: Console, mem: GuestMemoryMmap, dma: DmaGuard) -> Devices {
     let block = Block::new(
         BlockOptions {
             id: "vda".into(),
@@ -92,7 +102,7 @@ fn devices(console: Console) -> Devices {
             irqfd: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
         })
         .collect();
-    let dev = VirtioPciDevice::new(
+    let mut dev = VirtioPciDevice::new(
         Box::new(block),
         mem,
         BAR as u32,
@@ -101,6 +111,7 @@ fn devices(console: Console) -> Devices {
         None,
     )
     .unwrap();
+    dev.set_dma_guard(dma);
     let root = PciRoot::new();
     root.add_device(Arc::new(Mutex::new(dev))).unwrap();
     let root = Arc::new(root);

@@ -6,6 +6,14 @@
 //! plaintext (on hardware it would see ciphertext under a key it lacks), and after
 //! shared→private the guest must not find host-chosen bytes it could mistake for its own
 //! (APM vol. 2 §15.36.10; the GHCB spec 56421 §4.1.6 states contents are not preserved).
+//!
+//! The bytes live in plain vectors, or ([`ModelRam::with_memory`]) in a `vm-memory` mapping
+//! that device models share, so a model guest can drive real virtio devices; a
+//! [`ConversionObserver`] then keeps the devices' view of shared pages current.
+
+use std::sync::Arc;
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::{Access, Converted, PageSize, PageStateError, PageStates};
 use crate::plan::{RamRegion, PAGE_SIZE_U64};
@@ -28,11 +36,38 @@ pub enum MemoryError {
     PageState(#[from] PageStateError),
 }
 
-/// Guest RAM bytes plus the RMP.
-#[derive(Debug, Clone)]
+/// Told about every page-state conversion [`ModelRam::convert`] applies (the range is
+/// whole pages), so a view of the guest's shared pages outside this crate stays current.
+pub trait ConversionObserver: Send + Sync {
+    fn converted(&self, gpa: u64, len: u64, private: bool);
+}
+
+/// Where the bytes are.
+#[derive(Clone)]
+enum Backing {
+    /// One vector per RAM region.
+    Owned(Vec<Vec<u8>>),
+    /// A mapping shared with device models (covering every RAM region).
+    Mapped(GuestMemoryMmap<()>),
+}
+
+/// Guest RAM bytes plus the RMP. Clones of a RAM made [`ModelRam::with_memory`] share the
+/// bytes.
+#[derive(Clone)]
 pub struct ModelRam {
     states: PageStates,
-    bytes: Vec<Vec<u8>>,
+    bytes: Backing,
+    observer: Option<Arc<dyn ConversionObserver>>,
+}
+
+impl std::fmt::Debug for ModelRam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelRam")
+            .field("states", &self.states)
+            .field("mapped", &matches!(self.bytes, Backing::Mapped(_)))
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl ModelRam {
@@ -43,7 +78,40 @@ impl ModelRam {
             .iter()
             .map(|r| vec![0u8; usize::try_from(r.size).unwrap_or(0)])
             .collect();
-        Self { states, bytes }
+        Self {
+            states,
+            bytes: Backing::Owned(bytes),
+            observer: None,
+        }
+    }
+
+    /// RAM over `states.ram()` whose bytes are `mem` (which must cover every region), the
+    /// memory the caller's devices work on.
+    pub fn with_memory(states: PageStates, mem: GuestMemoryMmap<()>) -> Result<Self, MemoryError> {
+        use vm_memory::GuestMemory;
+        for r in states.ram() {
+            let len = usize::try_from(r.size).unwrap_or(usize::MAX);
+            if !mem.check_range(GuestAddress(r.gpa), len, vm_memory::Permissions::ReadWrite) {
+                return Err(MemoryError::NotShared {
+                    gpa: r.gpa,
+                    len: r.size,
+                });
+            }
+        }
+        Ok(Self {
+            states,
+            bytes: Backing::Mapped(mem),
+            observer: None,
+        })
+    }
+
+    /// Reports every conversion from now on to `observer`, after telling it which pages are
+    /// private already (everything else is shared).
+    pub fn observe(&mut self, observer: Arc<dyn ConversionObserver>) {
+        for gfn in self.states.private_gfns() {
+            observer.converted(gfn * PAGE_SIZE_U64, PAGE_SIZE_U64, true);
+        }
+        self.observer = Some(observer);
     }
 
     /// The RMP.
@@ -66,17 +134,35 @@ impl ModelRam {
             .enumerate()
             .find(|(_, r)| gpa >= r.gpa && end <= r.end())?;
         let off = usize::try_from(gpa - r.gpa).ok()?;
-        (off.checked_add(len)? <= self.bytes.get(i)?.len()).then_some((i, off))
+        let stored = match &self.bytes {
+            Backing::Owned(v) => v.get(i)?.len(),
+            // with_memory checked that the mapping covers every region.
+            Backing::Mapped(_) => usize::try_from(r.size).ok()?,
+        };
+        (off.checked_add(len)? <= stored).then_some((i, off))
     }
 
-    fn slice(&self, gpa: u64, len: usize) -> Option<&[u8]> {
-        let (i, off) = self.locate(gpa, len)?;
-        self.bytes.get(i)?.get(off..off + len)
+    /// Copies `[gpa, gpa + buf.len())` (inside one region) out.
+    fn read_bytes(&self, gpa: u64, buf: &mut [u8]) -> Option<()> {
+        let (i, off) = self.locate(gpa, buf.len())?;
+        match &self.bytes {
+            Backing::Owned(v) => buf.copy_from_slice(v.get(i)?.get(off..off + buf.len())?),
+            Backing::Mapped(m) => m.read_slice(buf, GuestAddress(gpa)).ok()?,
+        }
+        Some(())
     }
 
-    fn slice_mut(&mut self, gpa: u64, len: usize) -> Option<&mut [u8]> {
-        let (i, off) = self.locate(gpa, len)?;
-        self.bytes.get_mut(i)?.get_mut(off..off + len)
+    /// Copies `data` to `gpa` (inside one region).
+    fn write_bytes(&mut self, gpa: u64, data: &[u8]) -> Option<()> {
+        let (i, off) = self.locate(gpa, data.len())?;
+        match &mut self.bytes {
+            Backing::Owned(v) => v
+                .get_mut(i)?
+                .get_mut(off..off + data.len())?
+                .copy_from_slice(data),
+            Backing::Mapped(m) => m.write_slice(data, GuestAddress(gpa)).ok()?,
+        }
+        Some(())
     }
 
     /// Host read of shared memory.
@@ -88,9 +174,7 @@ impl ModelRam {
         if !self.states.is_shared(gpa, buf.len() as u64) {
             return Err(not_shared);
         }
-        let src = self.slice(gpa, buf.len()).ok_or(not_shared)?;
-        buf.copy_from_slice(src);
-        Ok(())
+        self.read_bytes(gpa, buf).ok_or(not_shared)
     }
 
     /// Host write of shared memory.
@@ -102,9 +186,7 @@ impl ModelRam {
         if !self.states.is_shared(gpa, data.len() as u64) {
             return Err(not_shared);
         }
-        let dst = self.slice_mut(gpa, data.len()).ok_or(not_shared)?;
-        dst.copy_from_slice(data);
-        Ok(())
+        self.write_bytes(gpa, data).ok_or(not_shared)
     }
 
     fn guest_check(&self, gpa: u64, len: usize, private: bool) -> Result<(), MemoryError> {
@@ -134,23 +216,19 @@ impl ModelRam {
     /// Guest read with the C-bit `private`.
     pub fn guest_read(&self, gpa: u64, buf: &mut [u8], private: bool) -> Result<(), MemoryError> {
         self.guest_check(gpa, buf.len(), private)?;
-        let src = self.slice(gpa, buf.len()).ok_or(MemoryError::Guest {
+        self.read_bytes(gpa, buf).ok_or(MemoryError::Guest {
             gpa,
             access: Access::NestedFault { private },
-        })?;
-        buf.copy_from_slice(src);
-        Ok(())
+        })
     }
 
     /// Guest write with the C-bit `private`.
     pub fn guest_write(&mut self, gpa: u64, data: &[u8], private: bool) -> Result<(), MemoryError> {
         self.guest_check(gpa, data.len(), private)?;
-        let dst = self.slice_mut(gpa, data.len()).ok_or(MemoryError::Guest {
+        self.write_bytes(gpa, data).ok_or(MemoryError::Guest {
             gpa,
             access: Access::NestedFault { private },
-        })?;
-        dst.copy_from_slice(data);
-        Ok(())
+        })
     }
 
     /// Host page-state update of one page of `size`; pages whose owner changes are scrubbed.
@@ -168,13 +246,16 @@ impl ModelRam {
             })
             .collect();
         let done = self.states.convert(gpa, size, private)?;
+        let scrub = [SCRUB_BYTE; PAGE_SIZE_U64 as usize];
         for (i, moved) in before.into_iter().enumerate() {
             if moved {
                 let page = gpa + i as u64 * PAGE_SIZE_U64;
-                if let Some(bytes) = self.slice_mut(page, PAGE_SIZE_U64 as usize) {
-                    bytes.fill(SCRUB_BYTE);
-                }
+                // Every page of a converted range is RAM (the RMP checked it).
+                let _ = self.write_bytes(page, &scrub);
             }
+        }
+        if let Some(observer) = &self.observer {
+            observer.converted(gpa, size.bytes(), private);
         }
         Ok(done)
     }

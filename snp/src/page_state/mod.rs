@@ -189,6 +189,14 @@ impl PageStates {
         Ok(states)
     }
 
+    /// Frame numbers of the pages that are not shared, in ascending order.
+    pub fn private_gfns(&self) -> impl Iterator<Item = u64> + '_ {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.state.is_private())
+            .map(|(gfn, _)| *gfn)
+    }
+
     /// The RAM regions.
     pub fn ram(&self) -> &[RamRegion] {
         &self.ram

@@ -212,3 +212,49 @@ fn memory_refuses_host_access_to_private_and_scrubs_on_conversion() {
     assert!(m.host_read(8 * MB - 2, &mut [0u8; 4]).is_err());
     assert!(m.host_read(u64::MAX - 1, &mut [0u8; 4]).is_err());
 }
+
+#[test]
+fn mapped_memory_is_shared_with_devices_and_conversions_are_observed() {
+    use super::memory::ConversionObserver;
+    use std::sync::{Arc, Mutex};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<(u64, u64, bool)>>);
+    impl ConversionObserver for Seen {
+        fn converted(&self, gpa: u64, len: u64, private: bool) {
+            self.0.lock().unwrap().push((gpa, len, private));
+        }
+    }
+
+    let small = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MB as usize)]).unwrap();
+    assert!(ModelRam::with_memory(states(), small).is_err(), "too small");
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 8 * MB as usize)]).unwrap();
+    let mut m = ModelRam::with_memory(states(), mem.clone()).unwrap();
+    m.convert(0x5000, PageSize::Size4K, true).unwrap();
+    let seen = Arc::new(Seen::default());
+    m.observe(seen.clone());
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        [(0x5000, 0x1000, true)],
+        "the observer learns the pages already private"
+    );
+    m.host_write(0x3000, b"ring").unwrap();
+    let mut buf = [0u8; 4];
+    mem.read_slice(&mut buf, GuestAddress(0x3000)).unwrap();
+    assert_eq!(&buf, b"ring", "devices see the guest's shared bytes");
+    m.convert(2 * MB, PageSize::Size2M, true).unwrap();
+    m.convert(0x5000, PageSize::Size4K, false).unwrap();
+    assert_eq!(
+        seen.0.lock().unwrap()[1..],
+        [(2 * MB, 2 * MB, true), (0x5000, 0x1000, false)]
+    );
+    mem.read_slice(&mut buf, GuestAddress(0x5000)).unwrap();
+    assert_eq!(buf, [SCRUB_BYTE; 4], "the scrub reaches the mapping");
+    assert!(m.convert(9 * MB, PageSize::Size4K, true).is_err());
+    assert_eq!(
+        seen.0.lock().unwrap().len(),
+        3,
+        "refused conversions are not reported"
+    );
+}
