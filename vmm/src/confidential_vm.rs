@@ -26,7 +26,7 @@ use snp::plan::RamLayout;
 use crate::config::{HostLimits, VmConfig, MAX_VCPUS};
 use crate::exit::EXIT_INVALID_CONFIG;
 use crate::snp_launch::{SnpConfig, SnpLaunchError};
-use crate::snp_memory::{Conversions, KvmMemoryAttributes};
+use crate::snp_memory::{Conversions, KvmMemoryAttributes, MemoryAttributes};
 use crate::vm::{Vm, VmError};
 
 /// Errors of building a confidential VM: the launch, or the VM around it.
@@ -61,6 +61,9 @@ pub struct PrivateMemory {
     pub slots: Vec<RamSlot>,
     /// `(gpa, size)` of the ranges the launch made private.
     pub launched: Vec<(u64, u64)>,
+    /// What applies conversions on the host; `None`: KVM_SET_MEMORY_ATTRIBUTES on the VM and
+    /// hole punches in the launched VM's guest_memfds.
+    pub host: Option<Box<dyn MemoryAttributes>>,
 }
 
 /// Launches the IGVM image of `snp` on KVM SEV-SNP and builds the VM that runs it, with the
@@ -110,6 +113,7 @@ pub fn build(
             .map(|r| (r.gpa, r.data.len() as u64))
             .collect(),
         ram: plan.ram,
+        host: None,
     };
     let vm = from_launched(config, parts, Some(private))?;
     Ok((vm, report))
@@ -141,17 +145,15 @@ pub fn from_launched(
     } = parts;
     let vm = Arc::new(vm);
     let conversions = private.map(|p| {
+        let host = p.host.unwrap_or_else(|| {
+            Box::new(KvmMemoryAttributes {
+                vm: vm.clone(),
+                memfds: guest_memfds,
+            })
+        });
         Arc::new(
-            Conversions::new(
-                p.ram,
-                p.slots,
-                ImplicitConversion::default(),
-                Box::new(KvmMemoryAttributes {
-                    vm: vm.clone(),
-                    memfds: guest_memfds,
-                }),
-            )
-            .with_private(&p.launched),
+            Conversions::new(p.ram, p.slots, ImplicitConversion::default(), host)
+                .with_private(&p.launched),
         )
     });
     Ok(Vm::assemble(

@@ -2,18 +2,25 @@
 //! leaves them (`confidential_vm::from_launched`), run on plain KVM: the hand-over path of
 //! SEV-SNP guests, exercised on hosts without SNP. The "launch" here is a real-mode vCPU whose
 //! registers and code the test wrote itself; the VMM adds the buses and devices and runs it.
+//! With hardware virtualization, the guest's `KVM_HC_MAP_GPA_RANGE` hypercalls also reach the
+//! conversions the hand-over wired (the host side recorded by a fake).
 // Test helpers outside #[test] functions: a failed setup step should fail the test loudly.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_bindings::{kvm_enable_cap, KVM_CAP_EXIT_HYPERCALL, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::Kvm;
+use snp::exits::{MemoryConversion, PunchHole};
 use snp::launch::kvm_sys::LaunchedVm;
+use snp::launch::RamSlot;
+use snp::plan::{RamLayout, RamRegion};
 use vm_memory::{Bytes, GuestAddress};
-use vmm::confidential_vm::{from_launched, ConfidentialVmError};
+use vmm::confidential_vm::{from_launched, ConfidentialVmError, PrivateMemory};
 use vmm::config::{SerialOutput, VmConfig};
 use vmm::exit::ExitReason;
+use vmm::snp_memory::{ConversionError, MemoryAttributes};
 
 const MEMORY: u64 = 64 << 20;
 const CODE: u64 = 0x1000;
@@ -128,4 +135,116 @@ fn a_launch_with_another_vcpu_count_is_refused() {
         "{err}"
     );
     assert_eq!(err.exit_code(), 2);
+}
+
+/// What the vCPUs asked the host to do.
+#[derive(Default)]
+struct Recorded {
+    conversions: Vec<MemoryConversion>,
+    holes: Vec<PunchHole>,
+}
+
+struct RecordingHost(Arc<Mutex<Recorded>>);
+
+impl MemoryAttributes for RecordingHost {
+    fn set_attributes(&self, conversion: &MemoryConversion) -> Result<(), ConversionError> {
+        self.0.lock().unwrap().conversions.push(*conversion);
+        Ok(())
+    }
+
+    fn punch_hole(&self, hole: &PunchHole) -> Result<(), ConversionError> {
+        self.0.lock().unwrap().holes.push(*hole);
+        Ok(())
+    }
+}
+
+/// Real mode, 32-bit operands: `KVM_HC_MAP_GPA_RANGE(gpa, 1 page, attrs)` by VMMCALL (AMD) or
+/// VMCALL (Intel), then `'0'` on COM1 if it returned 0, `'E'` if not.
+fn map_gpa_range(gpa: u32, attrs: u32, amd: bool) -> Vec<u8> {
+    let mut code = Vec::new();
+    for (op, value) in [(0xb8u8, 12u32), (0xbb, gpa), (0xb9, 1), (0xba, attrs)] {
+        code.extend([0x66, op]);
+        code.extend(value.to_le_bytes());
+    }
+    code.extend(if amd {
+        [0x0f, 0x01, 0xd9]
+    } else {
+        [0x0f, 0x01, 0xc1]
+    });
+    // test eax, eax; mov al, '0'; jz +2; mov al, 'E'; mov dx, 0x3f8; out dx, al
+    code.extend([0x66, 0x85, 0xc0, 0xb0, b'0', 0x74, 0x02, 0xb0, b'E']);
+    code.extend([0xba, 0xf8, 0x03, 0xee]);
+    code
+}
+
+/// Under PVM (KVM without hardware virtualization) a guest's VMMCALL/VMCALL is not a
+/// hypercall: it faults (measured: an emulation failure, or a guest stuck in its fault
+/// handlers). The hypercall test runs on hosts with hardware virtualization only.
+fn hypercalls_available() -> bool {
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        println!("SKIPPED: PVM does not forward guest hypercalls");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn page_conversion_hypercalls_reach_the_launched_vms_conversions() {
+    if !kvm_available() || !hypercalls_available() {
+        return;
+    }
+    let amd = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .contains("AuthenticAMD");
+    let mut code = map_gpa_range(0x20_0000, 1 << 4, amd); // to private
+    code.extend(map_gpa_range(0x20_0000, 0, amd)); // back to shared: the backing is freed
+    code.extend(map_gpa_range(0x20_0000, 1 << 9, amd)); // an attribute bit nobody defined
+    code.extend(out8(0x3f8, b'\n'));
+    code.extend(out8(0x600, (5 << 2) | (1 << 5)));
+    code.extend([0xeb, 0xfe]);
+    let parts = launched(1, &code);
+    let mut cap = kvm_enable_cap {
+        cap: KVM_CAP_EXIT_HYPERCALL,
+        ..Default::default()
+    };
+    cap.args[0] = 1 << 12;
+    parts.vm.enable_cap(&cap).unwrap();
+    let log = scratch("hypercall.log");
+    let mut config = VmConfig::new(PathBuf::new());
+    config.memory = MEMORY;
+    config.serial = SerialOutput::File(log.clone());
+    let recorded = Arc::new(Mutex::new(Recorded::default()));
+    let private = PrivateMemory {
+        ram: RamLayout::pc(MEMORY).unwrap(),
+        slots: vec![RamSlot {
+            slot: 0,
+            region: RamRegion {
+                gpa: 0,
+                size: MEMORY,
+            },
+        }],
+        launched: Vec::new(),
+        host: Some(Box::new(RecordingHost(recorded.clone()))),
+    };
+    let vm = from_launched(&config, parts, Some(private)).unwrap();
+    let reason = vm.run().unwrap();
+    let console = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(reason, ExitReason::PowerOff, "console: {console:?}");
+    assert_eq!(console, "00E\n", "hypercall results as the guest saw them");
+    let recorded = recorded.lock().unwrap();
+    let page = |private| MemoryConversion {
+        gpa: 0x20_0000,
+        size: 4096,
+        private,
+    };
+    assert_eq!(recorded.conversions, vec![page(true), page(false)]);
+    assert_eq!(
+        recorded.holes,
+        vec![PunchHole {
+            slot: 0,
+            offset: 0x20_0000,
+            len: 4096
+        }]
+    );
 }
