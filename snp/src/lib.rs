@@ -3,6 +3,7 @@
 //! Nothing here touches KVM except the one backend module that wraps the SNP ioctls, so the
 //! whole launch can be computed and checked on hosts without SNP hardware.
 
+pub mod certs;
 pub mod exits;
 pub mod ghcb;
 pub mod hex;

@@ -39,12 +39,25 @@ fn to_launch_error(e: SysError) -> LaunchError {
 /// The KVM SNP launch backend.
 pub struct KvmBackend<S: SnpVmIoctls> {
     sys: S,
+    /// Enable `KVM_EXIT_SNP_REQ_CERTS` at init (a certificate table is configured).
+    req_certs: bool,
 }
 
 impl<S: SnpVmIoctls> KvmBackend<S> {
     /// Drive `sys`.
     pub fn new(sys: S) -> Self {
-        Self { sys }
+        Self {
+            sys,
+            req_certs: false,
+        }
+    }
+
+    /// Also enable the certificate-request exit, right after INIT2 (before the vCPUs).
+    pub fn with_req_certs(self) -> Self {
+        Self {
+            req_certs: true,
+            ..self
+        }
     }
 
     /// The seam, for the run loop after launch (or for inspecting a fake).
@@ -109,7 +122,11 @@ impl<S: SnpVmIoctls> LaunchBackend for KvmBackend<S> {
             ghcb_version: GHCB_VERSION,
             ..Default::default()
         };
-        self.sys.sev_init2(&mut init).map_err(to_launch_error)
+        self.sys.sev_init2(&mut init).map_err(to_launch_error)?;
+        if self.req_certs {
+            self.sys.snp_enable_req_certs().map_err(to_launch_error)?;
+        }
+        Ok(())
     }
 
     fn add_ram(&mut self, ram: RamSlot) -> Result<(), LaunchError> {

@@ -71,6 +71,9 @@ pub trait SnpVmIoctls {
     fn set_memory_attributes(&mut self, attrs: &kvm_memory_attributes) -> Result<(), SysError>;
     /// KVM_CREATE_VCPU followed by KVM_SET_SREGS/REGS/FPU/XCRS with `state`.
     fn create_vcpu(&mut self, index: u32, state: &VcpuState) -> Result<(), SysError>;
+    /// KVM_MEMORY_ENCRYPT_OP(KVM_SEV_SNP_ENABLE_REQ_CERTS) (see [`super::req_certs`]):
+    /// after INIT2, before any vCPU.
+    fn snp_enable_req_certs(&mut self) -> Result<(), SysError>;
     /// KVM_MEMORY_ENCRYPT_OP(KVM_SEV_SNP_LAUNCH_START).
     fn snp_launch_start(&mut self, start: &mut kvm_sev_snp_launch_start) -> Result<(), SysError>;
     /// KVM_MEMORY_ENCRYPT_OP(KVM_SEV_SNP_LAUNCH_UPDATE). `update.uaddr` is an offset into
@@ -258,6 +261,23 @@ impl SnpVmIoctls for KvmSnpVm {
     fn sev_init2(&mut self, init: &mut kvm_sev_init) -> Result<(), SysError> {
         let ptr = init as *mut kvm_sev_init as u64;
         self.sev_cmd("KVM_SEV_INIT2", kvm_bindings::sev_cmd_id_KVM_SEV_INIT2, ptr)
+    }
+
+    fn snp_enable_req_certs(&mut self) -> Result<(), SysError> {
+        let op = "KVM_SEV_SNP_ENABLE_REQ_CERTS";
+        if !super::req_certs::kernel_supports_req_certs(&self.kvm) {
+            return Err(SysError {
+                op,
+                errno: libc::ENOTSUP,
+                fw_error: 0,
+            });
+        }
+        let mut cmd = super::req_certs::enable_req_certs_cmd(self.sev.as_raw_fd() as u32);
+        self.vm.encrypt_op_sev(&mut cmd).map_err(|e| SysError {
+            op,
+            errno: e.errno(),
+            fw_error: cmd.error,
+        })
     }
 
     fn create_guest_memfd(&mut self, req: &kvm_create_guest_memfd) -> Result<u32, SysError> {

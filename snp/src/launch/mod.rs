@@ -16,6 +16,7 @@ pub mod kvm;
 pub mod kvm_sys;
 pub mod model;
 pub mod recording;
+pub mod req_certs;
 pub mod timing;
 
 use crate::id_block::{HostData, IdAuth, IdBlock};

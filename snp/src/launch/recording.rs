@@ -167,6 +167,10 @@ impl SnpVmIoctls for RecordingIoctls {
         self.record("KVM_SEV_INIT2", encode_sev_init(init))
     }
 
+    fn snp_enable_req_certs(&mut self) -> Result<(), SysError> {
+        self.record("KVM_SEV_SNP_ENABLE_REQ_CERTS", Vec::new())
+    }
+
     fn create_guest_memfd(&mut self, req: &kvm_create_guest_memfd) -> Result<u32, SysError> {
         self.record("KVM_CREATE_GUEST_MEMFD", encode_guest_memfd(req))?;
         self.next_fd += 1;

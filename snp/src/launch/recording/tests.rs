@@ -313,3 +313,37 @@ fn the_launch_times_every_phase_it_drives() {
         ]
     );
 }
+
+#[test]
+fn the_certificate_request_exit_is_enabled_after_init2_and_before_the_vcpus() {
+    let plan = sample_plan(2);
+    let mut backend = KvmBackend::new(RecordingIoctls::default()).with_req_certs();
+    launch(&plan, &mut backend).unwrap();
+    let ops = backend.into_inner().ops();
+    let at = |op: &str| ops.iter().position(|o| *o == op).unwrap();
+    let enable = at("KVM_SEV_SNP_ENABLE_REQ_CERTS");
+    assert_eq!(enable, at("KVM_SEV_INIT2") + 1);
+    assert!(enable < at("KVM_CREATE_VCPU"));
+    assert_eq!(
+        ops.iter()
+            .filter(|o| **o == "KVM_SEV_SNP_ENABLE_REQ_CERTS")
+            .count(),
+        1
+    );
+    // Without a certificate table nothing is enabled.
+    let mut backend = KvmBackend::new(RecordingIoctls::default());
+    launch(&plan, &mut backend).unwrap();
+    assert!(!backend
+        .into_inner()
+        .ops()
+        .contains(&"KVM_SEV_SNP_ENABLE_REQ_CERTS"));
+    // A kernel that refuses it fails the launch before any vCPU exists.
+    let mut backend = KvmBackend::new(RecordingIoctls::new(Script {
+        fail: Some(("KVM_SEV_SNP_ENABLE_REQ_CERTS", 0)),
+        ..Default::default()
+    }))
+    .with_req_certs();
+    let err = launch(&plan, &mut backend).unwrap_err();
+    assert!(err.to_string().contains("ENABLE_REQ_CERTS"), "{err}");
+    assert!(!backend.into_inner().ops().contains(&"KVM_CREATE_VCPU"));
+}
