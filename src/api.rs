@@ -57,6 +57,8 @@ pub enum ApiModeError {
     Spawn(std::io::Error),
     #[error(transparent)]
     Seccomp(vmm::seccomp::SeccompError),
+    #[error(transparent)]
+    FdLimit(#[from] vmm::fd_limit::FdLimitError),
 }
 
 /// Where something is: a path or a descriptor inherited from the parent.
@@ -102,6 +104,11 @@ pub struct ApiArgs {
     #[arg(long = "landlock-rules", value_name = "RULE", requires = "landlock",
           value_parser = vmm::landlock::parse_rule)]
     landlock_rules: Vec<vmm::landlock::LandlockRule>,
+    /// Ceiling on open file descriptors (soft and hard RLIMIT_NOFILE), set at start-up.
+    /// Default: a budget for the largest VM the API accepts plus every API client (see
+    /// docs/threat-model.md).
+    #[arg(long = "rlimit-nofile", value_name = "N", value_parser = vmm::fd_limit::parse_limit)]
+    rlimit_nofile: Option<u64>,
     /// Write lifecycle events as JSON lines to path=FILE, FILE or fd=N.
     #[arg(long, value_name = "path=FILE|fd=N", value_parser = parse_target)]
     event_monitor: Option<Target>,
@@ -147,6 +154,10 @@ fn serve(args: ApiArgs) -> Result<u8, ApiModeError> {
         Some(target) => Some(open_monitor(target)?),
         None => None,
     };
+    vmm::fd_limit::apply(
+        args.rlimit_nofile,
+        vmm::fd_limit::FdBudget::api_mode().total(),
+    )?;
     vmm::seccomp::init(args.seccomp).map_err(ApiModeError::Seccomp)?;
     if args.landlock {
         vmm::landlock::enable(args.landlock_rules.clone());
@@ -187,6 +198,9 @@ fn serve(args: ApiArgs) -> Result<u8, ApiModeError> {
     }
     Ok(code)
 }
+
+// The descriptor budget counts one per API client; it must count as many as are served.
+const _: () = assert!(api_server::MAX_CONNECTIONS as u64 == vmm::fd_limit::API_CLIENTS);
 
 fn vmm_info() -> VmmInfo {
     let version = env!("CARGO_PKG_VERSION");

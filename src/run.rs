@@ -94,6 +94,11 @@ pub struct RunArgs {
     #[arg(long = "landlock-rules", value_name = "RULE", requires = "landlock",
           value_parser = vmm::landlock::parse_rule)]
     landlock_rules: Vec<vmm::landlock::LandlockRule>,
+    /// Ceiling on open file descriptors (soft and hard RLIMIT_NOFILE), set before the guest
+    /// runs. Default: a budget computed from the VM's vCPUs, devices and queues (see
+    /// docs/threat-model.md).
+    #[arg(long = "rlimit-nofile", value_name = "N", value_parser = vmm::fd_limit::parse_limit)]
+    rlimit_nofile: Option<u64>,
 }
 
 impl RunArgs {
@@ -149,7 +154,13 @@ pub fn main(args: RunArgs) -> ExitCode {
     if args.landlock {
         vmm::landlock::enable(args.landlock_rules.clone());
     }
+    let rlimit_nofile = args.rlimit_nofile;
     let config = args.into_config();
+    let budget = vmm::fd_limit::FdBudget::for_vm(&config).total();
+    if let Err(e) = vmm::fd_limit::apply(rlimit_nofile, budget) {
+        eprintln!("podvisor: error: {e}");
+        return ExitCode::from(EXIT_INVALID_CONFIG);
+    }
     // The control loop gets its own thread, named as design.md's thread map says; the main
     // thread only waits for its verdict.
     let vmm = std::thread::Builder::new()

@@ -14,6 +14,7 @@
 //! errors as a JSON array of strings (the message, then its causes); `sandbox.*` endpoints
 //! answer `{"code", "message", "causes"}` with a stable code.
 
+mod fd_reserve;
 mod reply;
 pub mod routes;
 mod server;

@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
+use crate::fd_reserve::FdReserve;
 use crate::reply::{Family, HttpReply};
 use crate::routes::{self, Context};
 use crate::{BODY_LIMIT, MAX_CONNECTIONS, READ_TIMEOUT};
@@ -51,6 +52,7 @@ pub async fn serve(
     };
     let ctx = Arc::new(ctx);
     let active = Arc::new(AtomicUsize::new(0));
+    let mut reserve = FdReserve::new();
     let mut tasks = tokio::task::JoinSet::new();
     let grace = loop {
         tokio::select! {
@@ -64,6 +66,9 @@ pub async fn serve(
             accepted = listener.accept() => {
                 let stream = match accepted {
                     Ok((stream, _)) => stream,
+                    Err(e) if FdReserve::is_exhaustion(&e) && reserve.refuse_one(&listener).await => {
+                        continue;
+                    }
                     Err(e) => {
                         log::warn!("API accept failed: {e}");
                         // Out of fds or similar: give the system a moment instead of spinning.

@@ -27,6 +27,7 @@ pub mod config;
 pub mod console;
 pub mod cpu;
 pub mod exit;
+pub mod fd_limit;
 pub mod hotplug;
 pub mod landlock;
 pub mod layout;

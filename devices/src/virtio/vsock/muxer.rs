@@ -84,6 +84,16 @@ pub struct MuxerStats {
     pub dropped_control: u64,
 }
 
+/// Whether `e` says the process (or the system) ran out of descriptors.
+fn is_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// The descriptor [`Muxer`] keeps in reserve.
+fn take_reserve() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
 /// Parses a `CONNECT <port>` line (without its newline).
 pub fn parse_connect(line: &[u8]) -> Option<u32> {
     let text = std::str::from_utf8(line).ok()?;
@@ -113,6 +123,10 @@ pub struct Muxer {
     ready: VecDeque<Key>,
     control: VecDeque<Header>,
     stats: MuxerStats,
+    /// One descriptor held back: when `accept` fails for want of descriptors (EMFILE), the
+    /// muxer gives it up to take the waiting client off the backlog and close it, so the
+    /// client sees its connection end instead of waiting unanswered.
+    reserve: Option<std::fs::File>,
 }
 
 impl Muxer {
@@ -141,6 +155,7 @@ impl Muxer {
             ready: VecDeque::new(),
             control: VecDeque::new(),
             stats: MuxerStats::default(),
+            reserve: take_reserve(),
         })
     }
 
@@ -213,8 +228,18 @@ impl Muxer {
             let stream = match self.listener.accept() {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if is_exhaustion(&e) && self.reserve.take().is_some() => {
+                    if let Ok((client, _)) = self.listener.accept() {
+                        drop(client);
+                        self.stats.refused += 1;
+                        log::warn!("vsock: out of file descriptors, a host client was closed");
+                    }
+                    self.reserve = take_reserve();
+                    continue;
+                }
                 Err(e) => {
                     log::warn!("vsock: accept on {}: {e}", self.path.display());
+                    self.reserve = self.reserve.take().or_else(take_reserve);
                     return;
                 }
             };
