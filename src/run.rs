@@ -63,6 +63,11 @@ pub struct RunArgs {
     /// as the IGVM format defines it) or zero (the firmware ZERO type).
     #[arg(long, value_name = "TYPE", default_value = "normal", requires = "igvm")]
     empty_pages: snp::plan::EmptyPages,
+    /// Certificate table (GHCB extended guest request format: a GUID table ended by 24 zero
+    /// bytes, then the certificates) the guest receives with its attestation reports; checked
+    /// at start-up. With sev_snp=on it needs a kernel with KVM_SEV_SNP_ENABLE_REQ_CERTS.
+    #[arg(long, value_name = "FILE", requires = "igvm", value_parser = snp_launch::parse_certs)]
+    snp_certs: Option<std::sync::Arc<snp::certs::CertTable>>,
     /// A virtio-blk disk: path=FILE[,readonly=on][,num_queues=N][,queue_size=N][,id=NAME].
     /// Repeatable; disks take PCI slots 1, 2, … in the order given.
     #[arg(long = "disk", value_name = "DISK", value_parser = config::disk::parse_disk)]
@@ -132,6 +137,7 @@ pub fn main(args: RunArgs) -> ExitCode {
             vcpus: args.cpus,
             memory: args.memory.size,
             empty_pages: args.empty_pages,
+            certs: args.snp_certs.clone(),
         }),
         _ => None,
     };

@@ -25,6 +25,7 @@ use snp::plan::RamLayout;
 
 use crate::config::{HostLimits, VmConfig, MAX_VCPUS};
 use crate::exit::EXIT_INVALID_CONFIG;
+use crate::snp_certs::CertRequests;
 use crate::snp_launch::{SnpConfig, SnpLaunchError};
 use crate::snp_memory::{Conversions, KvmMemoryAttributes, MemoryAttributes};
 use crate::vm::{Vm, VmError};
@@ -64,6 +65,9 @@ pub struct PrivateMemory {
     /// What applies conversions on the host; `None`: KVM_SET_MEMORY_ATTRIBUTES on the VM and
     /// hole punches in the launched VM's guest_memfds.
     pub host: Option<Box<dyn MemoryAttributes>>,
+    /// The certificate table answering the guest's certificate requests
+    /// (`KVM_EXIT_SNP_REQ_CERTS`, enabled at launch when a table is configured).
+    pub certs: Option<snp::certs::CertTable>,
 }
 
 /// Launches the IGVM image of `snp` on KVM SEV-SNP and builds the VM that runs it, with the
@@ -98,6 +102,9 @@ pub fn build(
         cpuid
     }));
     let mut backend = KvmBackend::new(sys);
+    if snp.certs.is_some() {
+        backend = backend.with_req_certs();
+    }
     let report = launch(&plan, &mut backend).map_err(SnpLaunchError::from)?;
     // Read by scripts/bench/all --snp, like the boot-timing line.
     eprintln!("{}", report.timing);
@@ -114,6 +121,7 @@ pub fn build(
             .collect(),
         ram: plan.ram,
         host: None,
+        certs: snp.certs.as_deref().cloned(),
     };
     let vm = from_launched(config, parts, Some(private))?;
     Ok((vm, report))
@@ -144,6 +152,7 @@ pub fn from_launched(
         memory,
     } = parts;
     let vm = Arc::new(vm);
+    let mut certs = None;
     let conversions = private.map(|p| {
         let host = p.host.unwrap_or_else(|| {
             Box::new(KvmMemoryAttributes {
@@ -151,10 +160,16 @@ pub fn from_launched(
                 memfds: guest_memfds,
             })
         });
-        Arc::new(
-            Conversions::new(p.ram, p.slots, ImplicitConversion::default(), host)
-                .with_private(&p.launched),
-        )
+        let conversions =
+            Conversions::new(p.ram.clone(), p.slots, ImplicitConversion::default(), host)
+                .with_private(&p.launched);
+        certs = p.certs.map(|table| {
+            Arc::new(
+                CertRequests::new(table.bytes().to_vec(), p.ram, Box::new(memory.clone()))
+                    .with_guard(conversions.dma_guard()),
+            )
+        });
+        Arc::new(conversions)
     });
     Ok(Vm::assemble(
         config,
@@ -165,6 +180,7 @@ pub fn from_launched(
         crate::vm::VcpuOrigin::Launched {
             fds: vcpus,
             conversions,
+            certs,
         },
     )?)
 }

@@ -9,6 +9,7 @@
 //! guest RAM inside the VM's layout: the table is written through the host's mapping, which
 //! is the shared view of the guest's memory.
 
+use devices::dma::DmaGuard;
 use snp::exits::{answer_cert_request, certs_ret, CertAnswer};
 use snp::plan::RamLayout;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -40,11 +41,23 @@ pub struct CertRequests {
     blob: Vec<u8>,
     ram: RamLayout,
     memory: Box<dyn GuestWriter>,
+    /// The guest's shared pages: a buffer it made private is refused like one outside RAM.
+    shared: DmaGuard,
 }
 
 impl CertRequests {
     pub fn new(blob: Vec<u8>, ram: RamLayout, memory: Box<dyn GuestWriter>) -> Self {
-        Self { blob, ram, memory }
+        Self {
+            blob,
+            ram,
+            memory,
+            shared: DmaGuard::unrestricted(),
+        }
+    }
+
+    /// Only write into pages `shared` allows.
+    pub fn with_guard(self, shared: DmaGuard) -> Self {
+        Self { shared, ..self }
     }
 
     /// The guest's request for a buffer of `npages` pages at `gpa`.
@@ -61,6 +74,10 @@ impl CertRequests {
             Ok(CertAnswer::Write { gpa, table }) => {
                 if !self.ram.contains(gpa, table.len() as u64) {
                     log::warn!("certificate request buffer {gpa:#x} is outside guest RAM");
+                    return eio;
+                }
+                if !self.shared.allows(gpa, table.len() as u64) {
+                    log::warn!("certificate request buffer {gpa:#x} is in private memory");
                     return eio;
                 }
                 match self.memory.write(gpa, &table) {
@@ -85,6 +102,7 @@ impl CertRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use devices::dma::SharedPages;
     use std::sync::{Arc, Mutex};
 
     /// Writes seen: (gpa, bytes).
@@ -157,5 +175,22 @@ mod tests {
         let mut back = [0u8; 100];
         mem.read_slice(&mut back, GuestAddress(0x3000)).unwrap();
         assert_eq!(back, [7u8; 100]);
+    }
+
+    #[test]
+    fn a_buffer_the_guest_made_private_gets_eio() {
+        let pages = Arc::new(SharedPages::new(&[(0, 64 << 20)], true));
+        pages.set(0x10_000, 0x1000, false).unwrap();
+        let rec = Recorder::default();
+        let ram = RamLayout::pc(64 << 20).unwrap();
+        let certs = CertRequests::new(vec![1u8; 5000], ram, Box::new(rec.clone()))
+            .with_guard(DmaGuard::shared_only(pages));
+        assert_eq!(
+            certs.on_request(0xf_000, 2).ret,
+            certs_ret::EIO,
+            "runs into it"
+        );
+        assert!(rec.0.lock().unwrap().is_empty());
+        assert_eq!(certs.on_request(0x11_000, 2).ret, certs_ret::OK);
     }
 }

@@ -43,6 +43,13 @@ pub fn parse_host_data(s: &str) -> Result<HostData, String> {
     HostData::from_hex(s).map_err(|e| e.to_string())
 }
 
+/// Parse `--snp-certs`: reads and checks the certificate table in the file.
+pub fn parse_certs(path: &str) -> Result<std::sync::Arc<snp::certs::CertTable>, String> {
+    snp::certs::CertTable::load(std::path::Path::new(path))
+        .map(std::sync::Arc::new)
+        .map_err(|e| format!("certificate table {path}: {e}"))
+}
+
 /// A confidential VM configuration.
 #[derive(Debug, Clone)]
 pub struct SnpConfig {
@@ -58,6 +65,9 @@ pub struct SnpConfig {
     pub memory: u64,
     /// How IGVM pages without data are measured and issued.
     pub empty_pages: snp::plan::EmptyPages,
+    /// Certificate table for the guest's extended guest requests (`--snp-certs`); with it,
+    /// KVM's certificate-request exit is enabled at launch and answered from it.
+    pub certs: Option<std::sync::Arc<snp::certs::CertTable>>,
 }
 
 /// Errors of a confidential launch.

@@ -322,13 +322,17 @@ impl Vm {
                 );
                 vcpus
             }
-            VcpuOrigin::Launched { fds, conversions } => {
+            VcpuOrigin::Launched {
+                fds,
+                conversions,
+                certs,
+            } => {
                 log::info!(
                     "confidential VM built: {} vCPU(s), {} MiB",
                     fds.len(),
                     config.memory >> 20
                 );
-                adopt_vcpus(fds, conversions, &shared)
+                adopt_vcpus(fds, conversions, certs, &shared)
             }
         };
         Ok(Self {
@@ -576,6 +580,8 @@ pub(crate) enum VcpuOrigin {
     Launched {
         fds: Vec<kvm_ioctls::VcpuFd>,
         conversions: Option<Arc<crate::snp_memory::Conversions>>,
+        /// Answers `KVM_EXIT_SNP_REQ_CERTS` when the launch enabled it.
+        certs: Option<Arc<crate::snp_certs::CertRequests>>,
     },
 }
 
@@ -596,6 +602,7 @@ impl VcpuOrigin {
 fn adopt_vcpus(
     fds: Vec<kvm_ioctls::VcpuFd>,
     conversions: Option<Arc<crate::snp_memory::Conversions>>,
+    certs: Option<Arc<crate::snp_certs::CertRequests>>,
     shared: &VcpuShared,
 ) -> Vec<Vcpu> {
     (0u32..)
@@ -609,7 +616,7 @@ fn adopt_vcpus(
             events: shared.events.clone(),
             clock: shared.clock.clone(),
             conversions: conversions.clone(),
-            certs: None,
+            certs: certs.clone(),
         })
         .collect()
 }

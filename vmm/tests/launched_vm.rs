@@ -225,6 +225,7 @@ fn page_conversion_hypercalls_reach_the_launched_vms_conversions() {
         }],
         launched: Vec::new(),
         host: Some(Box::new(RecordingHost(recorded.clone()))),
+        certs: None,
     };
     let vm = from_launched(&config, parts, Some(private)).unwrap();
     let reason = vm.run().unwrap();

@@ -96,6 +96,7 @@ pub fn plan(config: &ApiVmConfig) -> Result<Option<Confidential>, ApiConfigError
         vcpus: config.cpus.boot_vcpus,
         memory: config.memory.size,
         empty_pages: snp::plan::EmptyPages::default(),
+        certs: None,
     };
     let plan =
         crate::snp_launch::plan(&launch).map_err(|e| invalid("payload.igvm", e.to_string()))?;
