@@ -48,6 +48,15 @@ impl ModelServices {
             aps: Vec::new(),
         }
     }
+
+    /// The certificate table extended guest requests return: the one the host was configured
+    /// with, byte for byte (what KVM's certificate-request exit writes on the real platform).
+    pub fn with_certificates(self, table: &crate::certs::CertTable) -> Self {
+        Self {
+            certs: table.bytes().to_vec(),
+            ..self
+        }
+    }
 }
 
 impl GuestPlatform for ModelServices {
@@ -391,6 +400,33 @@ impl<'a> ModelGuest<'a> {
         resp: u64,
         report_data: &[u8; 64],
     ) -> Result<Vec<u8>, GuestError> {
+        self.report_request(secrets, req, resp, report_data, None)
+    }
+
+    /// An extended request: the report plus the host's certificate table, written into the
+    /// `pages` shared pages at `certs` (GHCB spec §4.1.8.2). Returns the report and those
+    /// pages' bytes.
+    pub fn request_extended_report(
+        &mut self,
+        secrets: u64,
+        (req, resp): (u64, u64),
+        (certs, pages): (u64, u64),
+        report_data: &[u8; 64],
+    ) -> Result<(Vec<u8>, Vec<u8>), GuestError> {
+        let report = self.report_request(secrets, req, resp, report_data, Some((certs, pages)))?;
+        let mut table = vec![0u8; usize::try_from(pages).unwrap_or(0) * PAGE_SIZE];
+        self.mem.guest_read(certs, &mut table, false)?;
+        Ok((report, table))
+    }
+
+    fn report_request(
+        &mut self,
+        secrets: u64,
+        req: u64,
+        resp: u64,
+        report_data: &[u8; 64],
+        certs: Option<(u64, u64)>,
+    ) -> Result<Vec<u8>, GuestError> {
         let mut vmpck0 = [0u8; 32];
         self.mem
             .guest_read(secrets + SECRETS_VMPCK0 as u64, &mut vmpck0, true)?;
@@ -398,7 +434,16 @@ impl<'a> ModelGuest<'a> {
         let mut full = [0u8; PAGE_SIZE];
         full[..page.len()].copy_from_slice(&page);
         self.mem.guest_write(req, &full, false)?;
-        let back = self.nae("guest request", Self::event(code::GUEST_REQUEST, req, resp))?;
+        let event = match certs {
+            None => Self::event(code::GUEST_REQUEST, req, resp),
+            Some((gpa, pages)) => {
+                let mut p = Self::event(code::EXT_GUEST_REQUEST, req, resp);
+                p.set(Field::Rax, gpa);
+                p.set(Field::Rbx, pages);
+                p
+            }
+        };
+        let back = self.nae("guest request", event)?;
         let status = back.raw(Field::ExitInfo2);
         if status != 0 {
             return Err(GuestError::Refused {

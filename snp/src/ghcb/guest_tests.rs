@@ -135,3 +135,37 @@ fn model_guest_cannot_use_private_pages_as_shared() {
     assert!(g.start_ap(5, 0x200_000, 1).is_err());
     assert!(bus.serial.is_empty());
 }
+
+#[test]
+fn an_extended_request_returns_the_configured_certificate_table() {
+    let table =
+        crate::certs::CertTable::build(&[([7; 16], &[0xc1; 3000]), ([8; 16], &[0xa5; 2000])])
+            .unwrap();
+    let (mut ram, services) = launched();
+    let mut services = services.with_certificates(&table);
+    let vcek = services.firmware.vcek();
+    let mut bus = Console::default();
+    let mut g = ModelGuest::new(&mut ram, &mut bus, &mut services, GHCB);
+    g.register_ghcb().unwrap();
+    let reqs = (0x300_000, 0x301_000);
+    // One page is too small for 5 KiB of certificates: the host says how many it needs.
+    assert_eq!(
+        g.request_extended_report(SECRETS, reqs, (0x400_000, 1), &[3; 64]),
+        Err(GuestError::Refused {
+            event: "guest request",
+            info1: 0,
+            info2: 1 << 32,
+        })
+    );
+    let (report, certs) = g
+        .request_extended_report(SECRETS, reqs, (0x400_000, 2), &[3; 64])
+        .unwrap();
+    assert_eq!(&certs[..table.bytes().len()], table.bytes());
+    let expected = Expected {
+        measurement: Some([0x5e; 48]),
+        host_data: Some([0xab; 32]),
+        report_data: Some([3; 64]),
+        policy: Some(0x30000),
+    };
+    verify(&report, &vcek, &expected).unwrap();
+}
