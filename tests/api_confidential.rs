@@ -68,14 +68,23 @@ fn a_confidential_vm_is_planned_at_create_and_its_rules_hold() {
         &config(&junk, &console).to_string(),
     );
     assert_eq!(r.status, 400, "{r:?}");
+    // A certificate table that does not parse is refused at create, naming the field.
+    let mut bad = config(&igvm, &console);
+    bad["payload"]["snp_certs"] = serde_json::json!(junk);
+    let r = vmm.call("PUT", "/api/v1/vm.create", &bad.to_string());
+    assert_eq!(r.status, 400, "{r:?}");
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(body.contains("payload.snp_certs"), "{body}");
+    assert!(body.contains("no terminating entry"), "{body}");
     let none = vmm.call("GET", "/api/v1/sandbox.attestation", "");
     assert_eq!(none.status, 409, "{none:?}");
 
-    let created = vmm.call(
-        "PUT",
-        "/api/v1/vm.create",
-        &config(&igvm, &console).to_string(),
-    );
+    let certs = vmm.file("certs.bin");
+    let table = snp::certs::CertTable::build(&[([7; 16], b"vcek")]).unwrap();
+    std::fs::write(&certs, table.bytes()).unwrap();
+    let mut good = config(&igvm, &console);
+    good["payload"]["snp_certs"] = serde_json::json!(certs);
+    let created = vmm.call("PUT", "/api/v1/vm.create", &good.to_string());
     assert_eq!(created.status, 204, "{created:?}");
     let expected = vmm.call("GET", "/api/v1/sandbox.attestation", "");
     assert_eq!(expected.status, 200, "{expected:?}");

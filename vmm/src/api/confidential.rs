@@ -52,10 +52,10 @@ fn invalid(field: &'static str, why: impl Into<String>) -> ApiConfigError {
 pub fn plan(config: &ApiVmConfig) -> Result<Option<Confidential>, ApiConfigError> {
     let payload = &config.payload;
     if !config.platform.sev_snp {
-        if payload.igvm.is_some() || payload.host_data.is_some() {
+        if payload.igvm.is_some() || payload.host_data.is_some() || payload.snp_certs.is_some() {
             return Err(invalid(
                 "payload.igvm",
-                "an IGVM image (and host_data) needs platform.sev_snp=true",
+                "an IGVM image (and host_data, snp_certs) needs platform.sev_snp=true",
             ));
         }
         return Ok(None);
@@ -96,7 +96,13 @@ pub fn plan(config: &ApiVmConfig) -> Result<Option<Confidential>, ApiConfigError
         vcpus: config.cpus.boot_vcpus,
         memory: config.memory.size,
         empty_pages: snp::plan::EmptyPages::default(),
-        certs: None,
+        certs: match &payload.snp_certs {
+            Some(path) => Some(std::sync::Arc::new(
+                snp::certs::CertTable::load(path)
+                    .map_err(|e| invalid("payload.snp_certs", e.to_string()))?,
+            )),
+            None => None,
+        },
     };
     let plan =
         crate::snp_launch::plan(&launch).map_err(|e| invalid("payload.igvm", e.to_string()))?;

@@ -46,6 +46,9 @@ pub struct Payload {
     pub igvm: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_data: Option<String>,
+    /// Certificate table for the guest's extended guest requests (as `run --snp-certs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snp_certs: Option<PathBuf>,
 }
 
 /// `cpus.topology`.
