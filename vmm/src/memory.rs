@@ -125,10 +125,39 @@ pub fn create_guest_memory(mem_size: u64, shared: bool) -> Result<GuestMemoryMma
             Ok((GuestAddress(r.start), len, file))
         })
         .collect::<Result<Vec<_>, MemoryError>>()?;
-    GuestMemoryMmap::from_ranges_with_files(&regions).map_err(|source| MemoryError::Allocate {
-        size: mem_size,
-        source,
-    })
+    let mem = GuestMemoryMmap::from_ranges_with_files(&regions).map_err(|source| {
+        MemoryError::Allocate {
+            size: mem_size,
+            source,
+        }
+    })?;
+    exclude_from_core_dumps(&mem);
+    Ok(mem)
+}
+
+/// Keeps guest RAM out of the VMM's core dumps: a crash of the VMM must not write the guest's
+/// memory to disk. The distinct flag also keeps each RAM mapping a VMA of its own, so the
+/// kernel never merges a neighbouring malloc arena into it (which made the arena's reserved
+/// size look like resident VMM memory in /proc/PID/smaps). Failure only costs that hardening.
+fn exclude_from_core_dumps(mem: &GuestMemoryMmap) {
+    for region in mem.iter() {
+        let Ok(host) = region.get_host_address(MemoryRegionAddress(0)) else {
+            continue;
+        };
+        let Ok(len) = usize::try_from(region.len()) else {
+            continue;
+        };
+        // SAFETY: `host`..`host + len` is exactly one live mapping owned by `mem`; MADV_DONTDUMP
+        // only sets a flag on it and neither reads nor changes its contents.
+        let rc = unsafe { libc::madvise(host.cast(), len, libc::MADV_DONTDUMP) };
+        if rc != 0 {
+            log::warn!(
+                "guest RAM at {:#x} stays in core dumps: madvise: {}",
+                region.start_addr().0,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// An anonymous memfd of `size` bytes (close-on-exec, sparse until touched).
