@@ -18,6 +18,7 @@ mod fd_reserve;
 mod reply;
 pub mod routes;
 mod server;
+mod stream;
 
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{Body, Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use crate::fd_reserve::FdReserve;
 use crate::reply::{Family, HttpReply};
 use crate::routes::{self, Context};
+use crate::stream::ApiStream;
 use crate::{BODY_LIMIT, MAX_CONNECTIONS, READ_TIMEOUT};
 
 /// Errors reading a request body.
@@ -113,7 +114,7 @@ async fn connection(
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(ApiStream(stream)), service);
     tokio::pin!(conn);
     let mut stopping = stop.borrow().is_some();
     if stopping {
@@ -140,8 +141,8 @@ async fn connection(
 /// One request: read the bounded body, route, encode.
 async fn handle(ctx: &Context, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let path = parts.uri.path().to_owned();
-    let family = routes::family_of(&path);
+    let path = parts.uri.path();
+    let family = routes::family_of(path);
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -153,7 +154,7 @@ async fn handle(ctx: &Context, request: Request<Incoming>) -> Response<Full<Byte
         match read_body(body).await {
             Ok(bytes) => {
                 let query = parts.uri.query().unwrap_or("");
-                routes::dispatch(ctx, &parts.method, &path, query, &bytes).await
+                routes::dispatch(ctx, &parts.method, path, query, &bytes).await
             }
             Err(e) => body_error(family, &e),
         }
@@ -163,6 +164,10 @@ async fn handle(ctx: &Context, request: Request<Incoming>) -> Response<Full<Byte
 }
 
 async fn read_body(body: Incoming) -> Result<Bytes, BodyError> {
+    // Most requests (every GET) have no body: no deadline timer to arm and cancel for them.
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
     let collect = Limited::new(body, BODY_LIMIT).collect();
     match tokio::time::timeout(READ_TIMEOUT, collect).await {
         Err(_) => Err(BodyError::Timeout),
