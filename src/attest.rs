@@ -6,7 +6,8 @@
 //! Exit status 0 when the report verifies, 1 when it does not (the reason on stderr), 2 for
 //! unusable input.
 
-use snp::report::{vcek_from_pem, verify, Expected, ReportError};
+use snp::report::vcek_cert::vcek_from_any_pem;
+use snp::report::{verify, Expected, ReportError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,7 +28,9 @@ pub struct VerifyArgs {
     /// The raw ATTESTATION_REPORT (1184 bytes).
     #[arg(long, value_name = "FILE")]
     pub report: PathBuf,
-    /// The VCEK public key, PEM (SubjectPublicKeyInfo).
+    /// The VCEK: its X.509 certificate (PEM, as AMD's key distribution service issues it; only
+    /// its P-384 key is used, the chain is not checked here) or its public key (PEM
+    /// SubjectPublicKeyInfo).
     #[arg(long, value_name = "PEM")]
     pub vcek: PathBuf,
     /// Expected launch measurement (96 hex digits), e.g. from `podvisor measure`.
@@ -80,7 +83,7 @@ pub fn main(args: AttestArgs) -> ExitCode {
             std::fs::read(&args.report).map_err(|e| format!("{}: {e}", args.report.display()))?;
         let pem = std::fs::read_to_string(&args.vcek)
             .map_err(|e| format!("{}: {e}", args.vcek.display()))?;
-        let key = vcek_from_pem(&pem).map_err(|e| format!("{}: {e}", args.vcek.display()))?;
+        let key = vcek_from_any_pem(&pem).map_err(|e| format!("{}: {e}", args.vcek.display()))?;
         Ok::<_, String>((report, key, expected(&args)?))
     })();
     let (report, key, expected) = match inputs {

@@ -102,3 +102,44 @@ fn first_mismatch_is_named_and_bad_input_exits_2() {
     let (code, out) = run(&dir.0, &report[..100], &[]);
     assert_eq!(code, 2, "{out}");
 }
+
+#[test]
+fn a_vcek_certificate_works_like_the_key_and_a_tampered_one_fails() {
+    use snp::report::vcek_cert::{certificate_pem, model_vcek_certificate};
+    let (dir, report) = setup("cert");
+    let vcek = dir.0.join("vcek.pem");
+    let key = snp::report::vcek_from_pem(&std::fs::read_to_string(&vcek).unwrap()).unwrap();
+    let der = model_vcek_certificate(&key).unwrap();
+    std::fs::write(&vcek, certificate_pem(&der).unwrap()).unwrap();
+    let (code, out) = run(&dir.0, &report, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("report verified"), "{out}");
+    // The last byte of the certificate's key (it ends right before the outer
+    // signatureAlgorithm, ecdsa-with-SHA384) flipped: no point on the curve (unusable input,
+    // 2) or another key (the signature fails, 1).
+    let alg = [
+        0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03,
+    ];
+    let at = der.windows(alg.len()).rposition(|w| w == alg).unwrap();
+    let mut tampered = der.clone();
+    tampered[at - 1] ^= 1;
+    std::fs::write(&vcek, certificate_pem(&tampered).unwrap()).unwrap();
+    let (code, out) = run(&dir.0, &report, &[]);
+    assert!(code == 1 || code == 2, "{code}: {out}");
+    assert!(!out.contains("report verified"), "{out}");
+    // Another chip's certificate: a well-formed key that did not sign the report.
+    let (other, _) = setup("cert-other");
+    let other_key =
+        snp::report::vcek_from_pem(&std::fs::read_to_string(other.0.join("vcek.pem")).unwrap())
+            .unwrap();
+    let der = model_vcek_certificate(&other_key).unwrap();
+    std::fs::write(&vcek, certificate_pem(&der).unwrap()).unwrap();
+    let (code, out) = run(&dir.0, &report, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("rejected"), "{out}");
+    // A truncated certificate is unusable input.
+    std::fs::write(&vcek, certificate_pem(&der[..der.len() - 10]).unwrap()).unwrap();
+    let (code, out) = run(&dir.0, &report, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("VCEK certificate"), "{out}");
+}

@@ -8,6 +8,7 @@
 
 pub mod firmware;
 pub mod message;
+pub mod vcek_cert;
 
 use p384::ecdsa::signature::{Signer, Verifier};
 use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
