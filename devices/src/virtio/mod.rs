@@ -144,3 +144,31 @@ pub(crate) fn rings_allowed(dma: &DmaGuard, queue: &Queue) -> bool {
         && dma.allows(queue.avail_ring(), 6 + 2 * n)
         && dma.allows(queue.used_ring(), 6 + 8 * n)
 }
+
+/// `VIRTQ_DESC_F_INDIRECT` (VIRTIO 1.2 §2.7.5.3).
+const DESC_F_INDIRECT: u16 = 4;
+
+/// For a restricted guard, checks the indirect table the head descriptor `head` points at,
+/// which `virtio-queue` reads while walking the chain (the spec lets only a chain's head
+/// carry one). True when there is nothing to check or the table is shared.
+pub(crate) fn indirect_table_allowed(
+    dma: &DmaGuard,
+    mem: &GuestMemory,
+    queue: &Queue,
+    head: u16,
+) -> bool {
+    use vm_memory::{Bytes, GuestAddress};
+    if !dma.is_restricted() {
+        return true;
+    }
+    let at = queue.desc_table() + u64::from(head) * 16;
+    let (Ok(addr), Ok(len), Ok(flags)) = (
+        mem.read_obj::<u64>(GuestAddress(at)),
+        mem.read_obj::<u32>(GuestAddress(at + 8)),
+        mem.read_obj::<u16>(GuestAddress(at + 12)),
+    ) else {
+        // The walk reports an unreadable table itself.
+        return true;
+    };
+    flags & DESC_F_INDIRECT == 0 || dma.allows(addr, u64::from(len))
+}

@@ -17,9 +17,10 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::worker::{QueueHandler, WorkerHandle};
 use super::{
-    ActivateError, Activation, GuestMemory, VirtioDevice, VirtioInterrupt, F_RING_EVENT_IDX,
-    F_RING_INDIRECT_DESC, F_VERSION_1,
+    indirect_table_allowed, rings_allowed, ActivateError, Activation, GuestMemory, VirtioDevice,
+    VirtioInterrupt, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, F_VERSION_1,
 };
+use crate::dma::DmaGuard;
 use crate::legacy::RateLimitedLog;
 
 /// The virtio device type of an entropy source.
@@ -108,6 +109,7 @@ impl VirtioDevice for Rng {
         let source = self.source.take().ok_or(ActivateError::AlreadyActive)?;
         let worker = RngWorker {
             mem: activation.mem,
+            dma: activation.dma,
             queue: q.queue,
             broken: false,
             source,
@@ -148,6 +150,7 @@ impl Drop for Rng {
 /// What an active device works with.
 pub struct RngWorker {
     mem: GuestMemory,
+    dma: DmaGuard,
     queue: Queue,
     /// Set once the guest broke the queue; it stays alone until the device is reset.
     broken: bool,
@@ -157,7 +160,7 @@ pub struct RngWorker {
 }
 
 impl RngWorker {
-    fn break_queue(&mut self, error: &virtio_queue::Error) {
+    fn break_queue(&mut self, error: &dyn std::fmt::Display) {
         self.broken = true;
         self.log.warn(format_args!(
             "virtio-rng queue: {error}; device needs reset"
@@ -220,6 +223,10 @@ impl RngWorker {
         if self.broken {
             return false;
         }
+        if !rings_allowed(&self.dma, &self.queue) {
+            self.break_queue(&"its rings are not in shared memory");
+            return false;
+        }
         // The chains borrow this handle (cheap: the regions are shared), not `self`.
         let mem = self.mem.clone();
         let mut budget = self.queue.size();
@@ -249,6 +256,17 @@ impl RngWorker {
             };
             budget -= 1;
             let head = chain.head_index();
+            // A confidential guest's buffer in a page it made private: there is no status to
+            // answer with, so the device stops and asks for a reset (VIRTIO 1.2 §2.1.2).
+            if self.dma.is_restricted()
+                && (!indirect_table_allowed(&self.dma, &self.mem, &self.queue, head)
+                    || chain
+                        .clone()
+                        .any(|d| !self.dma.allows(d.addr().0, u64::from(d.len()))))
+            {
+                self.break_queue(&format_args!("chain {head} points into private memory"));
+                return false;
+            }
             let len = self.fill(chain);
             if let Err(e) = self.queue.add_used(&self.mem, head, len) {
                 self.break_queue(&e);

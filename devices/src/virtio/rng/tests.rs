@@ -45,6 +45,7 @@ fn source(bytes: &[u8]) -> File {
 fn worker(driver: &Driver, mem: &GuestMemory, src: File, irq: Arc<Irq>) -> RngWorker {
     RngWorker {
         mem: mem.clone(),
+        dma: DmaGuard::unrestricted(),
         queue: driver.queue(mem),
         broken: false,
         source: src,
@@ -150,4 +151,38 @@ fn activation_runs_a_named_worker_and_reset_returns_the_source() {
     rng.reset();
     assert!(rng.source.is_some(), "reset hands the source back");
     assert!(Rng::open("x", Path::new("/nonexistent/entropy")).is_err());
+}
+
+#[test]
+fn a_buffer_or_ring_in_private_memory_stops_the_device() {
+    use crate::dma::SharedPages;
+    let mem = mem();
+    let pages = Arc::new(SharedPages::new(&[(0, 1 << 20)], true));
+    pages.set(0x4_0000, 0x1000, false).unwrap();
+    let mut driver = Driver::new(0x1_0000);
+    let irq = Arc::new(Irq::default());
+    let mut w = worker(&driver, &mem, source(&[9u8; 64]), irq.clone());
+    w.dma = DmaGuard::shared_only(pages.clone());
+    // A shared buffer is served.
+    driver.add(&mem, &[(0x5_0000, 16, true)]);
+    assert!(!w.drain());
+    assert_eq!(driver.used(&mem, 0), (0, 16));
+    // A private one: nothing is written there, the device asks for a reset.
+    mem.write_slice(&[0x33; 16], GuestAddress(0x4_0000))
+        .unwrap();
+    driver.add(&mem, &[(0x5_0100, 8, true), (0x4_0000, 16, true)]);
+    assert!(!w.drain());
+    assert_eq!(irq.resets.load(Ordering::SeqCst), 1);
+    assert_eq!(driver.used_idx(&mem), 1, "the chain was not completed");
+    let mut back = [0u8; 16];
+    mem.read_slice(&mut back, GuestAddress(0x4_0000)).unwrap();
+    assert_eq!(back, [0x33; 16]);
+    // A fresh worker whose used ring is private stops before touching anything.
+    let mut driver = Driver::new(0x2_0000);
+    let mut w = worker(&driver, &mem, source(&[9u8; 64]), irq.clone());
+    w.dma = DmaGuard::shared_only(pages.clone());
+    pages.set(0x2_2000, 0x1000, false).unwrap();
+    driver.add(&mem, &[(0x5_0000, 16, true)]);
+    assert!(!w.drain());
+    assert_eq!(irq.resets.load(Ordering::SeqCst), 2);
 }
