@@ -172,3 +172,21 @@ pub(crate) fn indirect_table_allowed(
     };
     flags & DESC_F_INDIRECT == 0 || dma.allows(addr, u64::from(len))
 }
+
+/// For a restricted guard: true if the chain `chain` (just popped from `queue`), its
+/// indirect table included, lies wholly in pages `dma` allows. Devices with no status to
+/// answer a refused chain with stop and ask for a reset when this is false.
+pub(crate) fn chain_allowed(
+    dma: &DmaGuard,
+    mem: &GuestMemory,
+    queue: &Queue,
+    chain: &virtio_queue::DescriptorChain<&GuestMemory>,
+) -> bool {
+    if !dma.is_restricted() {
+        return true;
+    }
+    indirect_table_allowed(dma, mem, queue, chain.head_index())
+        && chain
+            .clone()
+            .all(|d| dma.allows(d.addr().0, u64::from(d.len())))
+}

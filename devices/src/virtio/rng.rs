@@ -17,7 +17,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::worker::{QueueHandler, WorkerHandle};
 use super::{
-    indirect_table_allowed, rings_allowed, ActivateError, Activation, GuestMemory, VirtioDevice,
+    chain_allowed, rings_allowed, ActivateError, Activation, GuestMemory, VirtioDevice,
     VirtioInterrupt, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, F_VERSION_1,
 };
 use crate::dma::DmaGuard;
@@ -258,12 +258,7 @@ impl RngWorker {
             let head = chain.head_index();
             // A confidential guest's buffer in a page it made private: there is no status to
             // answer with, so the device stops and asks for a reset (VIRTIO 1.2 §2.1.2).
-            if self.dma.is_restricted()
-                && (!indirect_table_allowed(&self.dma, &self.mem, &self.queue, head)
-                    || chain
-                        .clone()
-                        .any(|d| !self.dma.allows(d.addr().0, u64::from(d.len()))))
-            {
+            if !chain_allowed(&self.dma, &self.mem, &self.queue, &chain) {
                 self.break_queue(&format_args!("chain {head} points into private memory"));
                 return false;
             }

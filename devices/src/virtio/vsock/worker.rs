@@ -18,8 +18,9 @@ use crate::worker_thread::WorkerThread;
 
 use super::muxer::Muxer;
 use super::packet::{self, RxBuffer};
+use crate::dma::DmaGuard;
 use crate::legacy::RateLimitedLog;
-use crate::virtio::{Activation, GuestMemory, VirtioInterrupt};
+use crate::virtio::{chain_allowed, rings_allowed, Activation, GuestMemory, VirtioInterrupt};
 
 /// Queue indices (§5.10.2).
 pub const RX: u16 = 0;
@@ -40,6 +41,7 @@ struct WorkerQueue {
 /// Everything an active vsock device works with.
 pub struct VsockWorker {
     mem: GuestMemory,
+    dma: DmaGuard,
     /// Indexed by queue number; `None` if the driver did not enable it.
     queues: [Option<WorkerQueue>; 3],
     interrupt: Arc<dyn VirtioInterrupt>,
@@ -62,6 +64,7 @@ impl VsockWorker {
         }
         Self {
             mem: activation.mem,
+            dma: activation.dma,
             queues,
             interrupt: activation.interrupt,
             muxer,
@@ -97,10 +100,14 @@ impl VsockWorker {
         if wq.broken {
             return false;
         }
+        if !rings_allowed(&self.dma, &wq.queue) {
+            self.break_queue(TX, &"its rings are not in shared memory");
+            return false;
+        }
         let mut budget = wq.queue.size();
         let mut completed = 0u32;
         let mut more = false;
-        let mut fault = None;
+        let mut fault: Option<String> = None;
         loop {
             if budget == 0 {
                 more = true;
@@ -109,7 +116,7 @@ impl VsockWorker {
             let chain = match wq.queue.iter(&self.mem) {
                 Ok(mut it) => it.next(),
                 Err(e) => {
-                    fault = Some(e);
+                    fault = Some(e.to_string());
                     break;
                 }
             };
@@ -118,13 +125,17 @@ impl VsockWorker {
                     Ok(true) => continue,
                     Ok(false) => break,
                     Err(e) => {
-                        fault = Some(e);
+                        fault = Some(e.to_string());
                         break;
                     }
                 }
             };
             budget -= 1;
             let head = chain.head_index();
+            if !chain_allowed(&self.dma, &self.mem, &wq.queue, &chain) {
+                fault = Some(format!("chain {head} points into private memory"));
+                break;
+            }
             match packet::parse_tx(&self.mem, chain) {
                 Ok(pkt) => self.muxer.on_guest_packet(&pkt),
                 Err(e) => self
@@ -132,7 +143,7 @@ impl VsockWorker {
                     .warn(format_args!("virtio-vsock: dropped a tx packet: {e}")),
             }
             if let Err(e) = wq.queue.add_used(&self.mem, head, 0) {
-                fault = Some(e);
+                fault = Some(e.to_string());
                 break;
             }
             completed += 1;
@@ -154,6 +165,10 @@ impl VsockWorker {
             return false;
         };
         if wq.broken {
+            return false;
+        }
+        if !rings_allowed(&self.dma, &wq.queue) {
+            self.break_queue(RX, &"its rings are not in shared memory");
             return false;
         }
         let mut budget = wq.queue.size();
@@ -185,6 +200,10 @@ impl VsockWorker {
             };
             budget -= 1;
             let head = chain.head_index();
+            if !chain_allowed(&self.dma, &self.mem, &wq.queue, &chain) {
+                fault = Some(format!("chain {head} points into private memory"));
+                break;
+            }
             let buf = match RxBuffer::new(chain) {
                 Ok(b) => b,
                 Err(e) => {

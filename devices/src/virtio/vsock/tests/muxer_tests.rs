@@ -420,3 +420,57 @@ fn more_than_1023_connections_are_closed_without_text() {
     assert_eq!(s.muxer.open_connections(), 0);
     assert_eq!(read_to_eof(&mut held[0]), b"");
 }
+
+#[test]
+fn a_packet_in_private_memory_stops_the_device_and_reaches_no_socket() {
+    use crate::dma::{DmaGuard, SharedPages};
+    struct Irq(AtomicU32);
+    impl VirtioInterrupt for Irq {
+        fn notify_queue(&self, _queue: u16) {}
+        fn notify_config(&self) {}
+        fn needs_reset(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let s = setup();
+    let mem = mem();
+    let mut tx = Driver::new(0x20000);
+    let rx = Driver::new(0x10000);
+    let irq = Arc::new(Irq(AtomicU32::new(0)));
+    let pages = Arc::new(SharedPages::new(&[(0, 1 << 20)], true));
+    pages.set(0x40000, 0x1000, false).unwrap();
+    let activation = Activation {
+        mem: mem.clone(),
+        queues: vec![
+            ActiveQueue {
+                index: 0,
+                queue: rx.queue(&mem),
+                kick: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+            },
+            ActiveQueue {
+                index: 1,
+                queue: tx.queue(&mem),
+                kick: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+            },
+        ],
+        interrupt: irq.clone(),
+        features: F_VERSION_1,
+        dma: DmaGuard::shared_only(pages),
+    };
+    let mut w = VsockWorker::new(activation, s.muxer);
+    let port_path = format!("{}_2001", s.path.display());
+    let host = UnixListener::bind(&port_path).unwrap();
+    host.set_nonblocking(true).unwrap();
+    mem.write_slice(
+        &hdr(Op::Request, 50, 2001).to_bytes(),
+        GuestAddress(0x40000),
+    )
+    .unwrap();
+    tx.add(&mem, &[(0x40000, 44, false)]);
+    w.round(&[1], false);
+    assert_eq!(irq.0.load(Ordering::SeqCst), 1, "needs reset");
+    assert_eq!(tx.used_idx(&mem), 0);
+    assert!(host.accept().is_err(), "no connection was made");
+    assert_eq!(w.muxer().open_connections(), 0);
+    let _ = std::fs::remove_file(&port_path);
+}
