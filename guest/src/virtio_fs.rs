@@ -118,7 +118,7 @@ pub(crate) struct Queue {
 
 impl Queue {
     /// Gives the ring pages back to the DMA pool; the device must no longer use them.
-    fn free(&self) {
+    pub(crate) fn free(&self) {
         for page in [self.desc, self.avail, self.used] {
             free_pages(page, 1);
         }
@@ -424,7 +424,7 @@ pub fn find(root: &PciRoot<MmioCam<'static>>, bus: u8) -> [Option<DeviceFunction
     found
 }
 
-fn free_pages(paddr: u64, pages: usize) {
+pub(crate) fn free_pages(paddr: u64, pages: usize) {
     let Some(vaddr) = core::ptr::NonNull::new(paddr as *mut u8) else {
         return;
     };

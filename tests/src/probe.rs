@@ -28,7 +28,7 @@
 //! | `pci` | | `pci-devices`, `pci.BB:DD.F=vendor:device` | power-off (0) |
 //! | `serial-echo` | `probe.secs=N` (30) | `echo`, `echo-bytes` | power-off (0) |
 //! | `blk-write`, `blk-read` | `probe.blk-mib=N`, `probe.blk-seed=N` | `blk0-bdf`, `blk-*-sha256`, ... (see `guest/src/scenario/blk_*.rs`) | power-off (0) |
-//! | `hostile` | `probe.hostile-device=blk` or `rng` (two disks, or one disk and rng) | `hostile-<case>=survived` (or `broken`) per hostile case, `hostile-other-disk-sha256` | power-off (0) |
+//! | `hostile` | `probe.hostile-device=blk\|rng\|vsock\|fs` (two disks; or one disk and rng, vsock `cid=3` or a share) | `hostile-<case>=survived` (or `broken`) per hostile case (vsock and fs add their own, see `guest/src/scenario/hostile_queues.rs`), `other-bdf`, `hostile-other-disk-sha256` | power-off (0) |
 //! | `pci-fuzz` | `probe.pci-fuzz-ops=N` (3000), `probe.pci-fuzz-seed=N` (1); at least one disk | `pci-fuzz-functions=N`, `pci-fuzz-ops=N`, `pci-fuzz-bars-moved=N`, `pci-fuzz-functions-after=N`, `blk0-bdf`, `pci-fuzz-disk-sha256` (first sector, after the guest restored the configuration) | power-off (0) |
 //! | `blk-stream` | `probe.flush-every=N`, `probe.blk-kib=N` | `blk-flushed=<blocks>` after each flush (block n holds n) | power-off (0), or killed by the test |
 //! | `power-button` | `probe.secs=N` (60) | `power-button-waiting`, `power-button=pressed\|timeout` (polls the GED event port 0x610) | power-off (0) |

@@ -1,17 +1,28 @@
 //! `hostile`: the probe as a malicious guest. It drives the request queue of the first
-//! virtio-blk disk (or, with `probe.hostile-device=rng`, of the virtio-rng device) by hand and
-//! feeds it what no driver should: a descriptor loop, buffers outside RAM, a
+//! virtio-blk disk (or, with `probe.hostile-device=rng|vsock|fs`, of the virtio-rng device, the
+//! vsock device's tx queue or the first virtio-fs share's request queue) by hand and feeds it
+//! what no driver should: a descriptor loop, buffers outside RAM, a
 //! length of 4 GiB, a read-only status byte, an available index far ahead of the ring, a storm
 //! of notifications (also for queues that do not exist), writes all over the configuration
 //! structures, and its BAR moved on top of guest RAM. After each case it resets the device,
 //! brings it up again and makes one proper request (a disk: read sector 0; rng: 64 bytes of
 //! entropy): `hostile-<case>=survived` if that works (the VMM and the device are fine),
 //! `hostile-<case>=broken` if not. At the end a disk the cases never touched (the second one,
-//! or the first when the target is rng) is read through the ordinary driver
+//! or the first when the target is not a disk) is read through the ordinary driver
 //! (`hostile-other-disk-sha256`).
+//!
+//! vsock and virtio-fs get more cases (`hostile_queues.rs`): malformed vsock packets and
+//! abuse of the rx and event queues, FUSE requests with lying headers and abuse of the
+//! hiprio queue. For them the other disk is also read after every case, and it is that read
+//! (with, for vsock, a connection request the device must refuse with an RST) that makes the
+//! case `survived`: virtio-fs queues are served by the vhost-user backend, which may give up
+//! on the share, so what must survive is the VMM and its other devices. A share takes every
+//! case in one activation, without resets in between: virtiofsd ends its session (and
+//! exits) when the device is reset, and the cases are meant for it.
 #![allow(unsafe_code)] // reason: the ring pages are raw DMA memory.
 
 use super::blk_common::{fail, pci_root, print_digest, Disks};
+use super::hostile_queues;
 use super::Context;
 use crate::clock::Clock;
 use crate::power::Ending;
@@ -25,11 +36,36 @@ use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, MmioCam, PciR
 
 const BLK_DEVICE_ID: u16 = 0x1042;
 const RNG_DEVICE_ID: u16 = 0x1044;
+const VSOCK_DEVICE_ID: u16 = 0x1053;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Target {
+pub(super) enum Target {
     Blk,
     Rng,
+    Vsock,
+    Fs,
+}
+
+impl Target {
+    fn device_id(self) -> u16 {
+        match self {
+            Target::Blk => BLK_DEVICE_ID,
+            Target::Rng => RNG_DEVICE_ID,
+            Target::Vsock => VSOCK_DEVICE_ID,
+            Target::Fs => raw::FS_DEVICE_ID,
+        }
+    }
+
+    /// The queues brought up, and the one the common cases attack.
+    fn queues(self) -> (&'static [u16], u16) {
+        match self {
+            Target::Blk | Target::Rng => (&[0], 0),
+            // rx, tx, event: the device parses what the guest sends on tx.
+            Target::Vsock => (&[0, 1, 2], 1),
+            // hiprio, request.
+            Target::Fs => (&[0, 1], 1),
+        }
+    }
 }
 /// How long the probe waits for the device to answer a hostile chain (it may never).
 const HOSTILE_WAIT_NS: u64 = 200_000_000;
@@ -38,19 +74,23 @@ const GOOD_WAIT_NS: u64 = 5_000_000_000;
 /// Offset of the first BAR in configuration space.
 const BAR0: u8 = 0x10;
 
-struct RawDevice {
+pub(super) struct RawDevice {
     ecam: u64,
-    common: u64,
+    pub(super) common: u64,
     device: u64,
-    queue: Queue,
+    /// The queue the common cases attack.
+    pub(super) queue: Queue,
+    /// The device's other queues (vsock: rx and event; virtio-fs: hiprio), by index.
+    pub(super) others: [Option<Queue>; 2],
     /// Header, data and status buffers, one DMA page.
-    buf: u64,
+    pub(super) buf: u64,
 }
 
 fn bring_up(
     root: &mut PciRoot<MmioCam<'static>>,
     ecam: u64,
     function: DeviceFunction,
+    target: Target,
 ) -> Option<RawDevice> {
     let caps = Capabilities::find(root, ecam, function);
     let (common, notify) = (caps.common?, caps.notify?);
@@ -67,50 +107,85 @@ fn bring_up(
     write::<u32>(common + raw::DRIVER_FEATURE, raw::VERSION_1_HIGH);
     let ok = raw::STATUS_ACKNOWLEDGE | raw::STATUS_DRIVER | raw::STATUS_FEATURES_OK;
     write::<u8>(common + raw::DEVICE_STATUS, ok);
-    let queue = FsDevice::setup_queue(common, notify, 0).ok()?;
+    let (indices, attacked) = target.queues();
+    let mut queue = None;
+    let mut others = [None, None];
+    let mut other_slots = others.iter_mut();
+    for &index in indices {
+        let q = FsDevice::setup_queue(common, notify, index).ok()?;
+        if index == attacked {
+            queue = Some(q);
+        } else if let Some(slot) = other_slots.next() {
+            *slot = Some(q);
+        }
+    }
     write::<u8>(common + raw::DEVICE_STATUS, ok | raw::STATUS_DRIVER_OK);
     let buf = raw::dma_buffer(1).as_mut_ptr() as u64;
     Some(RawDevice {
         ecam,
         common,
         device,
-        queue,
+        queue: queue?,
+        others,
         buf,
     })
 }
 
+/// Publishes the chain starting at descriptor `head` on `q` and notifies.
+pub(super) fn submit_on(q: &mut Queue, head: u16) {
+    let slot = u64::from(q.avail_idx % q.size);
+    write::<u16>(q.avail + 4 + 2 * slot, head);
+    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+    q.avail_idx = q.avail_idx.wrapping_add(1);
+    write::<u16>(q.avail + 2, q.avail_idx);
+    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+    write::<u16>(q.notify, q.index);
+}
+
+/// Waits up to `wait_ns` for a used entry on `q`; its length.
+pub(super) fn wait_on(q: &mut Queue, clock: &Clock, wait_ns: u64) -> Option<u32> {
+    let start = clock.now_ns();
+    loop {
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        if read::<u16>(q.used + 2) != q.used_idx {
+            let elem = q.used + 4 + 8 * u64::from(q.used_idx % q.size);
+            q.used_idx = q.used_idx.wrapping_add(1);
+            return Some(read::<u32>(elem + 4));
+        }
+        if clock.now_ns().wrapping_sub(start) > wait_ns {
+            return None;
+        }
+        core::hint::spin_loop();
+    }
+}
+
 impl RawDevice {
+    /// Resets the device and, once it has let go, gives its ring and buffer pages back (the
+    /// DMA pool is small; a device that does not let go keeps them).
+    fn reset_and_release(self, clock: &Clock) -> bool {
+        if !reset_common(self.common, clock, GOOD_WAIT_NS) {
+            return false;
+        }
+        self.queue.free();
+        for q in self.others.iter().flatten() {
+            q.free();
+        }
+        raw::free_pages(self.buf, 1);
+        true
+    }
+
     /// Publishes the chain starting at descriptor `head` and notifies.
-    fn submit(&mut self, head: u16) {
-        let q = &mut self.queue;
-        let slot = u64::from(q.avail_idx % q.size);
-        write::<u16>(q.avail + 4 + 2 * slot, head);
-        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
-        q.avail_idx = q.avail_idx.wrapping_add(1);
-        write::<u16>(q.avail + 2, q.avail_idx);
-        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
-        write::<u16>(q.notify, q.index);
+    pub(super) fn submit(&mut self, head: u16) {
+        submit_on(&mut self.queue, head);
     }
 
     /// Waits up to `wait_ns` for a used entry; its length.
-    fn wait(&mut self, clock: &Clock, wait_ns: u64) -> Option<u32> {
-        let q = &mut self.queue;
-        let start = clock.now_ns();
-        loop {
-            core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
-            if read::<u16>(q.used + 2) != q.used_idx {
-                let elem = q.used + 4 + 8 * u64::from(q.used_idx % q.size);
-                q.used_idx = q.used_idx.wrapping_add(1);
-                return Some(read::<u32>(elem + 4));
-            }
-            if clock.now_ns().wrapping_sub(start) > wait_ns {
-                return None;
-            }
-            core::hint::spin_loop();
-        }
+    pub(super) fn wait(&mut self, clock: &Clock, wait_ns: u64) -> Option<u32> {
+        wait_on(&mut self.queue, clock, wait_ns)
     }
 
-    /// One proper request for `target`; true if it completed as it should.
+    /// One proper request for `target`; true if it completed as it should. virtio-fs has
+    /// none here: its backend may have given the share up (see the module documentation).
     fn proper_request(&mut self, target: Target, clock: &Clock) -> bool {
         match target {
             Target::Blk => self.read_sector0(clock),
@@ -119,6 +194,9 @@ impl RawDevice {
                 self.submit(0);
                 self.wait(clock, GOOD_WAIT_NS) == Some(64)
             }
+            Target::Vsock => hostile_queues::refused_connection(self, clock, GOOD_WAIT_NS),
+            // Never asked: a share takes every case in one activation.
+            Target::Fs => true,
         }
     }
 
@@ -139,7 +217,7 @@ impl RawDevice {
 }
 
 /// One hostile case: what it does to the device.
-type Case = fn(&mut RawDevice, &mut PciRoot<MmioCam<'static>>, DeviceFunction, &Clock);
+pub(super) type Case = fn(&mut RawDevice, &mut PciRoot<MmioCam<'static>>, DeviceFunction, &Clock);
 
 fn descriptor_loop(
     b: &mut RawDevice,
@@ -263,11 +341,16 @@ fn hostile(ctx: &Context) -> Option<()> {
     let target = match ctx.cmdline.get("probe.hostile-device") {
         None | Some(b"blk") => Target::Blk,
         Some(b"rng") => Target::Rng,
-        Some(_) => return fail("hostile: probe.hostile-device is blk or rng"),
+        Some(b"vsock") => Target::Vsock,
+        Some(b"fs") => Target::Fs,
+        Some(_) => return fail("hostile: probe.hostile-device is blk, rng, vsock or fs"),
     };
-    let device_id = match target {
-        Target::Blk => BLK_DEVICE_ID,
-        Target::Rng => RNG_DEVICE_ID,
+    let device_id = target.device_id();
+    // Targets other than a disk check the other disk after every case.
+    let mut disks = Disks::discover(ctx)?;
+    let mut watched = match target {
+        Target::Blk | Target::Rng => None,
+        Target::Vsock | Target::Fs => Some(disks.open(0, "other-bdf")?),
     };
     let (mut root, ecam) = pci_root(ctx)?;
     let Some(function) = root
@@ -277,32 +360,54 @@ fn hostile(ctx: &Context) -> Option<()> {
     else {
         return fail("hostile: no target device");
     };
-    for (name, case) in CASES {
-        let Some(mut blk) = bring_up(&mut root, ecam.base, function) else {
+    let extra = hostile_queues::cases(target);
+    // virtiofsd ends when its device is reset, so a share takes every case in one activation.
+    let mut kept: Option<RawDevice> = None;
+    // A share's own cases first: virtiofsd gives up at the first chain it cannot map, and
+    // the FUSE-level cases are meant for a live backend.
+    let (first, then) = match target {
+        Target::Fs => (extra, CASES),
+        _ => (CASES, extra),
+    };
+    for (name, case) in first.iter().chain(then) {
+        let Some(mut dev) = kept
+            .take()
+            .or_else(|| bring_up(&mut root, ecam.base, function, target))
+        else {
             result(&format_key(name)).s("broken").nl();
             continue;
         };
-        case(&mut blk, &mut root, function, &clock);
-        let _ = reset_common(blk.common, &clock, GOOD_WAIT_NS);
-        let verdict = match bring_up(&mut root, ecam.base, function) {
-            Some(mut again) => {
-                let ok = again.proper_request(target, &clock);
-                let _ = reset_common(again.common, &clock, GOOD_WAIT_NS);
-                ok
+        case(&mut dev, &mut root, function, &clock);
+        let mut verdict = if target == Target::Fs {
+            kept = Some(dev);
+            true
+        } else {
+            let _ = dev.reset_and_release(&clock);
+            match bring_up(&mut root, ecam.base, function, target) {
+                Some(mut again) => {
+                    let ok = again.proper_request(target, &clock);
+                    let _ = again.reset_and_release(&clock);
+                    ok
+                }
+                None => false,
             }
-            None => false,
         };
+        if let Some(disk) = watched.as_mut() {
+            let mut sector = [0u8; 512];
+            verdict &= disk.read_blocks(0, &mut sector).is_ok();
+        }
         result(&format_key(name))
             .s(if verdict { "survived" } else { "broken" })
             .nl();
     }
+    if let Some(dev) = kept {
+        let _ = dev.reset_and_release(&clock);
+    }
     // The other disk never saw any of it.
-    let mut disks = Disks::discover(ctx)?;
-    let other_index = match target {
-        Target::Blk => 1,
-        Target::Rng => 0,
+    let mut other = match watched.take() {
+        Some(disk) => disk,
+        None => disks.open(usize::from(target == Target::Blk), "other-bdf")?,
     };
-    let mut other = disks.open(other_index, "other-bdf")?;
     let mut sector = [0u8; 512];
     if other.read_blocks(0, &mut sector).is_err() {
         return fail("hostile: the other disk does not answer");

@@ -12,6 +12,7 @@ mod boot;
 mod fs_bench;
 mod fs_rw;
 mod hostile;
+mod hostile_queues;
 mod hotplug;
 mod idle;
 mod memory;
