@@ -6,8 +6,8 @@
 //! Hypervisor's style: a list of messages) and closes, then takes the reserve back. Other
 //! clients and the VM are not affected; once descriptors free up, requests succeed again.
 
-use std::fs::File;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 
 use tokio::net::UnixListener;
 
@@ -18,16 +18,17 @@ Content-Length: 55\r\n\
 Connection: close\r\n\r\n\
 [\"the VMM is out of file descriptors (RLIMIT_NOFILE)\"]\n";
 
-/// A descriptor held back for [`FdReserve::refuse_one`].
-pub struct FdReserve(Option<File>);
+/// A descriptor held back for [`FdReserve::refuse_one`]: a duplicate of the listener, which
+/// needs no path (so Landlock cannot refuse it) and no system call beyond `fcntl`.
+pub struct FdReserve(Option<OwnedFd>);
 
 impl FdReserve {
-    pub fn new() -> Self {
-        Self(Self::take())
+    pub fn new(listener: &UnixListener) -> Self {
+        Self(Self::take(listener))
     }
 
-    fn take() -> Option<File> {
-        File::open("/dev/null").ok()
+    fn take(listener: &UnixListener) -> Option<OwnedFd> {
+        listener.as_fd().try_clone_to_owned().ok()
     }
 
     /// Whether `e` says the process (or the system) ran out of descriptors.
@@ -40,7 +41,7 @@ impl FdReserve {
     /// takes the reserve back. False if there was no reserve to give up.
     pub async fn refuse_one(&mut self, listener: &UnixListener) -> bool {
         if self.0.take().is_none() {
-            self.0 = Self::take();
+            self.0 = Self::take(listener);
             return false;
         }
         if let Ok((stream, _)) = listener.accept().await {
@@ -49,7 +50,7 @@ impl FdReserve {
             let _ = stream.try_write(EXHAUSTED_REPLY);
             log::warn!("API: out of file descriptors, a client got 503");
         }
-        self.0 = Self::take();
+        self.0 = Self::take(listener);
         true
     }
 }

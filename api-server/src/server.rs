@@ -53,7 +53,7 @@ pub async fn serve(
     };
     let ctx = Arc::new(ctx);
     let active = Arc::new(AtomicUsize::new(0));
-    let mut reserve = FdReserve::new();
+    let mut reserve = FdReserve::new(&listener);
     let mut tasks = tokio::task::JoinSet::new();
     let grace = loop {
         tokio::select! {
@@ -92,7 +92,7 @@ pub async fn serve(
             }
         }
     };
-    drop(listener);
+    drop((listener, reserve));
     if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
         .await
         .is_err()

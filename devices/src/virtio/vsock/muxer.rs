@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -89,9 +89,10 @@ fn is_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
-/// The descriptor [`Muxer`] keeps in reserve.
-fn take_reserve() -> Option<std::fs::File> {
-    std::fs::File::open("/dev/null").ok()
+/// The descriptor [`Muxer`] keeps in reserve: a duplicate of its listener, which needs no
+/// path (Landlock cannot refuse it).
+fn take_reserve(listener: &UnixListener) -> Option<OwnedFd> {
+    listener.as_fd().try_clone_to_owned().ok()
 }
 
 /// Parses a `CONNECT <port>` line (without its newline).
@@ -126,7 +127,7 @@ pub struct Muxer {
     /// One descriptor held back: when `accept` fails for want of descriptors (EMFILE), the
     /// muxer gives it up to take the waiting client off the backlog and close it, so the
     /// client sees its connection end instead of waiting unanswered.
-    reserve: Option<std::fs::File>,
+    reserve: Option<OwnedFd>,
 }
 
 impl Muxer {
@@ -143,6 +144,7 @@ impl Muxer {
                 EpollEvent::new(EventSet::IN, listener.as_raw_fd() as u64),
             )
             .map_err(MuxerError::Epoll)?;
+        let reserve = take_reserve(&listener);
         Ok(Muxer {
             guest_cid,
             path,
@@ -155,7 +157,7 @@ impl Muxer {
             ready: VecDeque::new(),
             control: VecDeque::new(),
             stats: MuxerStats::default(),
-            reserve: take_reserve(),
+            reserve,
         })
     }
 
@@ -234,12 +236,14 @@ impl Muxer {
                         self.stats.refused += 1;
                         log::warn!("vsock: out of file descriptors, a host client was closed");
                     }
-                    self.reserve = take_reserve();
+                    self.reserve = take_reserve(&self.listener);
                     continue;
                 }
                 Err(e) => {
                     log::warn!("vsock: accept on {}: {e}", self.path.display());
-                    self.reserve = self.reserve.take().or_else(take_reserve);
+                    if self.reserve.is_none() {
+                        self.reserve = take_reserve(&self.listener);
+                    }
                     return;
                 }
             };
