@@ -101,6 +101,14 @@ pub fn build(
         crate::cpu::cpuid::patch_for_vcpu(cpuid.as_mut_slice(), index, count);
         cpuid
     }));
+    if snp.certs.is_some() && !snp::launch::req_certs::kernel_supports_req_certs(sys.kvm()) {
+        return Err(SnpLaunchError::Unavailable(
+            "--snp-certs needs KVM_SEV_SNP_ENABLE_REQ_CERTS, which this kernel does not offer \
+             (no KVM_X86_SEV_SNP_REQ_CERTS attribute)"
+                .into(),
+        )
+        .into());
+    }
     let mut backend = KvmBackend::new(sys);
     if snp.certs.is_some() {
         backend = backend.with_req_certs();
