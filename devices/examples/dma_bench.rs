@@ -34,7 +34,10 @@ fn main() {
     let pages = Arc::new(SharedPages::new(&[(0, 1 << 20)], true));
     for (name, guard) in [
         ("unrestricted (ordinary VM)", DmaGuard::unrestricted()),
-        ("shared pages only (confidential VM)", DmaGuard::shared_only(pages)),
+        (
+            "shared pages only (confidential VM)",
+            DmaGuard::shared_only(pages),
+        ),
     ] {
         let mut best = f64::MAX;
         for _ in 0..5 {
