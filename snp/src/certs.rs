@@ -5,9 +5,11 @@
 //!
 //! Layout: a table of 24-byte entries `{GUID (16 bytes), offset: u32, length: u32}` (little
 //! endian), ended by an entry of 24 zero bytes, followed by the certificates; each offset
-//! counts from the start of the table. The blob is handed to the guest as is, so it is checked
-//! once, when it is loaded: a table without terminator, an entry pointing into the table or
-//! past the end, an empty certificate or a GUID listed twice is a configuration error.
+//! counts from the start of the table. GUIDs are stored in the byte order of their text form
+//! (VCEK 63da758d-e664-… is `63 da 75 8d e6 64 …`). The blob is handed to the guest as is, so
+//! it is checked once, when it is loaded: a table without terminator, an entry pointing into
+//! the table or past the end, an empty certificate or a GUID listed twice is a configuration
+//! error.
 
 use std::path::Path;
 
@@ -61,14 +63,52 @@ pub struct CertTable {
     entries: Vec<CertEntry>,
 }
 
-/// The GUID in its usual text form (the first three fields little endian, as GUIDs are
-/// stored).
+/// The GUIDs the GHCB spec names, in table byte order (the text form's bytes as written, the
+/// order `libuuid`'s `uuid_parse` and AMD's tools produce).
+pub const VCEK_GUID: [u8; 16] = guid(0x63da758d, 0xe664, 0x4564, 0xadc5, 0xf4b93be8accd);
+pub const VLEK_GUID: [u8; 16] = guid(0xa8074bc2, 0xa25a, 0x483e, 0xaae6, 0x39c045a0b8a1);
+pub const ASK_GUID: [u8; 16] = guid(0x4ab7b379, 0xbbac, 0x4fe4, 0xa02f, 0x05aef327c782);
+pub const ARK_GUID: [u8; 16] = guid(0xc0b406a4, 0xa803, 0x4952, 0x9743, 0x3fb6014cd0ae);
+
+const fn guid(a: u32, b: u16, c: u16, d: u16, e: u64) -> [u8; 16] {
+    let (a, b, c, d, e) = (
+        a.to_be_bytes(),
+        b.to_be_bytes(),
+        c.to_be_bytes(),
+        d.to_be_bytes(),
+        e.to_be_bytes(),
+    );
+    [
+        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], e[2], e[3], e[4], e[5], e[6],
+        e[7],
+    ]
+}
+
+/// The GUID in its usual text form, with the certificate's name when the spec defines it.
 pub fn guid_text(g: &[u8; 16]) -> String {
-    format!(
-        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-        g[3], g[2], g[1], g[0], g[5], g[4], g[7], g[6], g[8], g[9], g[10], g[11], g[12], g[13],
-        g[14], g[15]
-    )
+    let hex = |r: std::ops::Range<usize>| {
+        g.get(r)
+            .unwrap_or_default()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let text = format!(
+        "{}-{}-{}-{}-{}",
+        hex(0..4),
+        hex(4..6),
+        hex(6..8),
+        hex(8..10),
+        hex(10..16)
+    );
+    let name = match *g {
+        VCEK_GUID => " (VCEK)",
+        VLEK_GUID => " (VLEK)",
+        ASK_GUID => " (ASK)",
+        ARK_GUID => " (ARK)",
+        _ => "",
+    };
+    format!("{text}{name}")
 }
 
 impl CertTable {
@@ -237,10 +277,21 @@ mod tests {
 
     #[test]
     fn guids_print_in_their_usual_form() {
-        let g = [
-            0x8d, 0x75, 0xda, 0x63, 0x64, 0xe6, 0x64, 0x45, 0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8,
-            0xac, 0xcd,
-        ];
-        assert_eq!(guid_text(&g), "63da758d-e664-4564-adc5-f4b93be8accd");
+        assert_eq!(
+            VCEK_GUID,
+            [
+                0x63, 0xda, 0x75, 0x8d, 0xe6, 0x64, 0x45, 0x64, 0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8,
+                0xac, 0xcd
+            ]
+        );
+        assert_eq!(
+            guid_text(&VCEK_GUID),
+            "63da758d-e664-4564-adc5-f4b93be8accd (VCEK)"
+        );
+        assert_eq!(
+            guid_text(&ARK_GUID),
+            "c0b406a4-a803-4952-9743-3fb6014cd0ae (ARK)"
+        );
+        assert_eq!(guid_text(&[1; 16]), "01010101-0101-0101-0101-010101010101");
     }
 }

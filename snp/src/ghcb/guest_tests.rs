@@ -138,19 +138,16 @@ fn model_guest_cannot_use_private_pages_as_shared() {
 
 #[test]
 fn an_extended_request_returns_the_configured_certificate_table() {
-    let table =
-        crate::certs::CertTable::build(&[([7; 16], &[0xc1; 3000]), ([8; 16], &[0xa5; 2000])])
-            .unwrap();
     let (mut ram, services) = launched();
+    let table = services.firmware.certificate_table().unwrap();
     let mut services = services.with_certificates(&table);
-    let vcek = services.firmware.vcek();
     let mut bus = Console::default();
     let mut g = ModelGuest::new(&mut ram, &mut bus, &mut services, GHCB);
     g.register_ghcb().unwrap();
     let reqs = (0x300_000, 0x301_000);
-    // One page is too small for 5 KiB of certificates: the host says how many it needs.
+    // No room: the host says how many pages the table needs.
     assert_eq!(
-        g.request_extended_report(SECRETS, reqs, (0x400_000, 1), &[3; 64]),
+        g.request_extended_report(SECRETS, reqs, (0x400_000, 0), &[3; 64]),
         Err(GuestError::Refused {
             event: "guest request",
             info1: 0,
@@ -158,14 +155,23 @@ fn an_extended_request_returns_the_configured_certificate_table() {
         })
     );
     let (report, certs) = g
-        .request_extended_report(SECRETS, reqs, (0x400_000, 2), &[3; 64])
+        .request_extended_report(SECRETS, reqs, (0x400_000, 1), &[3; 64])
         .unwrap();
     assert_eq!(&certs[..table.bytes().len()], table.bytes());
+    // The guest finds the VCEK certificate in it and verifies its report with that key.
+    let got = crate::certs::CertTable::parse(certs[..table.bytes().len()].to_vec()).unwrap();
+    let vcek = got
+        .entries()
+        .iter()
+        .find(|e| e.guid == crate::certs::VCEK_GUID)
+        .unwrap();
+    let der = &certs[vcek.offset as usize..(vcek.offset + vcek.length) as usize];
+    let key = crate::report::vcek_cert::vcek_from_certificate_der(der).unwrap();
     let expected = Expected {
         measurement: Some([0x5e; 48]),
         host_data: Some([0xab; 32]),
         report_data: Some([3; 64]),
         policy: Some(0x30000),
     };
-    verify(&report, &vcek, &expected).unwrap();
+    verify(&report, &key, &expected).unwrap();
 }

@@ -133,6 +133,15 @@ impl ModelFirmware {
         *self.vcek.verifying_key()
     }
 
+    /// The certificate table a host of this chip would configure (`--snp-certs`): the VCEK's
+    /// X.509 certificate under the VCEK GUID, so a guest's extended request carries what
+    /// verifies its report.
+    pub fn certificate_table(&self) -> Result<crate::certs::CertTable, super::ReportError> {
+        let der = super::vcek_cert::model_vcek_certificate(&self.vcek())?;
+        crate::certs::CertTable::build(&[(crate::certs::VCEK_GUID, &der)])
+            .map_err(|e| super::ReportError::Key(e.to_string()))
+    }
+
     /// The secrets page contents (version, VMPCK0..3).
     pub fn secrets_page(&self) -> [u8; PAGE_SIZE] {
         let mut p = [0u8; PAGE_SIZE];
