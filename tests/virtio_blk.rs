@@ -253,7 +253,8 @@ fn blk_bench_writes_its_range_in_large_requests_and_reports_every_figure() {
     }
     let depth = r.result_u64("bench-qd").unwrap_or(0);
     assert!((1..=8).contains(&depth), "depth {depth}");
-    // The probe writes its (zeroed) request buffer over the first 2 MiB and nothing else.
+    // The probe writes its request buffer over the first 2 MiB and nothing else. The buffer
+    // holds zeros: the probe never writes it, and the VMM hands the guest zeroed RAM.
     let file = std::fs::read(&disk).unwrap();
     assert!(
         file[..2 * MIB].iter().all(|&b| b == 0),
