@@ -22,17 +22,9 @@ impl Drop for Dir {
 fn setup(name: &str) -> (Dir, Vec<u8>) {
     let dir = std::env::temp_dir().join(format!("podvisor-attest-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let fw = ModelFirmware::new(LaunchFacts {
-        measurement: [0x5e; 48],
-        host_data: [0xab; 32],
-        policy: 0x30000,
-        family_id: [0; 16],
-        image_id: [0; 16],
-        guest_svn: 0,
-        id_key_digest: [0; 48],
-        author_key_digest: [0; 48],
-        author_key_en: false,
-    });
+    let fw = ModelFirmware::new(LaunchFacts::without_id_block(
+        [0x5e; 48], [0xab; 32], 0x30000,
+    ));
     std::fs::write(dir.join("vcek.pem"), vcek_to_pem(&fw.vcek()).unwrap()).unwrap();
     (Dir(dir), fw.report([7; 64], 0).to_vec())
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use api_client::{probe_config, read_answer, request_bytes, Podvisor};
 use podvisor_tests::probe::{self, ProbeError, ProbeRun, ProbeVm, EXIT_POWER_OFF};
 use podvisor_tests::scratch::Scratch;
+use podvisor_tests::vmm_process;
 use vmm::config::{vsock::parse_vsock, VmConfig};
 use vmm::fd_limit::FdBudget;
 
@@ -36,17 +37,7 @@ fn nofile(pid: u32) -> (u64, u64) {
 }
 
 fn pid_of(socket: &Path) -> u32 {
-    let needle = format!("socket={}", socket.display());
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&needle) {
-            return pid;
-        }
-    }
-    panic!("no podvisor process for {socket:?}");
+    vmm_process::pid_serving(socket).unwrap_or_else(|| panic!("no podvisor process for {socket:?}"))
 }
 
 /// The probe's `vsock-echo` in the background, with `extra` VMM arguments.

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use podvisor_tests::probe::{self, ProbeError, ProbeRun, ProbeVm, EXIT_INVALID_CONFIG};
 use podvisor_tests::scratch::{pattern, Scratch};
+use podvisor_tests::vmm_process;
 
 const PODVISOR: &str = env!("CARGO_BIN_EXE_podvisor");
 const MIB: usize = 1 << 20;
@@ -116,33 +117,15 @@ fn echo(stream: UnixStream, data: Vec<u8>, early: usize) -> Vec<u8> {
 }
 
 fn pid_of(socket: &Path) -> u32 {
-    let needle = format!("socket={}", socket.display());
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&needle) {
-            return pid;
-        }
-    }
-    panic!("no podvisor process for {socket:?}");
+    vmm_process::pid_serving(socket).unwrap_or_else(|| panic!("no podvisor process for {socket:?}"))
 }
 
 fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
+    vmm_process::open_fds(pid)
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
+    vmm_process::rss_kib(pid).unwrap_or_else(|| panic!("no status for pid {pid}"))
 }
 
 #[test]

@@ -50,17 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ram.convert(gpa, PageSize::Size4K, true)?;
         ram.states_mut().pvalidate(gpa, PageSize::Size4K, true)?;
     }
-    let fw = ModelFirmware::new(LaunchFacts {
-        measurement: [1; 48],
-        host_data: [2; 32],
-        policy: 0x30000,
-        family_id: [0; 16],
-        image_id: [0; 16],
-        guest_svn: 0,
-        id_key_digest: [0; 48],
-        author_key_digest: [0; 48],
-        author_key_en: false,
-    });
+    let fw = ModelFirmware::new(LaunchFacts::without_id_block([1; 48], [2; 32], 0x30000));
     fw.install_secrets(&mut ram, SECRETS)?;
     let mut services = ModelServices::new(fw, 2);
     let mut bus = NullBus;

@@ -6,3 +6,4 @@ pub mod overhead;
 pub mod probe;
 pub mod scratch;
 pub mod virtiofsd;
+pub mod vmm_process;

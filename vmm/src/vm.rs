@@ -526,6 +526,29 @@ struct VcpuShared {
     clock: Arc<BootClock>,
 }
 
+impl VcpuShared {
+    /// vCPU `index` on `fd`, sharing the VM's buses and control state.
+    fn vcpu(
+        &self,
+        index: u32,
+        fd: kvm_ioctls::VcpuFd,
+        conversions: Option<Arc<crate::snp_memory::Conversions>>,
+        certs: Option<Arc<crate::snp_certs::CertRequests>>,
+    ) -> Vcpu {
+        Vcpu {
+            index,
+            fd,
+            pio: self.pio.clone(),
+            mmio: self.mmio.clone(),
+            control: self.control.clone(),
+            events: self.events.clone(),
+            clock: self.clock.clone(),
+            conversions,
+            certs,
+        }
+    }
+}
+
 /// Creates and configures `count` vCPUs; vCPU 0 gets the boot registers for `entry`.
 fn create_vcpus(
     kvm: &Kvm,
@@ -556,17 +579,7 @@ fn create_vcpus(
                 boot: (index == 0).then_some((memory, entry)),
             },
         )?;
-        vcpus.push(Vcpu {
-            index,
-            fd,
-            pio: shared.pio.clone(),
-            mmio: shared.mmio.clone(),
-            control: shared.control.clone(),
-            events: shared.events.clone(),
-            clock: shared.clock.clone(),
-            conversions: None,
-            certs: None,
-        });
+        vcpus.push(shared.vcpu(index, fd, None, None));
     }
     Ok(vcpus)
 }
@@ -607,17 +620,7 @@ fn adopt_vcpus(
 ) -> Vec<Vcpu> {
     (0u32..)
         .zip(fds)
-        .map(|(index, fd)| Vcpu {
-            index,
-            fd,
-            pio: shared.pio.clone(),
-            mmio: shared.mmio.clone(),
-            control: shared.control.clone(),
-            events: shared.events.clone(),
-            clock: shared.clock.clone(),
-            conversions: conversions.clone(),
-            certs: certs.clone(),
-        })
+        .map(|(index, fd)| shared.vcpu(index, fd, conversions.clone(), certs.clone()))
         .collect()
 }
 

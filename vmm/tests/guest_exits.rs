@@ -4,24 +4,15 @@
 // Test helpers outside #[test] functions: a failed setup step should fail the test loudly.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use vmm::config::{SerialOutput, VmConfig};
 use vmm::exit::ExitReason;
 use vmm::vm::Vm;
 
-fn kvm_available() -> bool {
-    if Path::new("/dev/kvm").exists() {
-        return true;
-    }
-    assert!(
-        std::env::var("PODVISOR_REQUIRE_KVM").as_deref() != Ok("1"),
-        "PODVISOR_REQUIRE_KVM=1 but /dev/kvm is missing"
-    );
-    println!("SKIPPED: no /dev/kvm");
-    false
-}
+mod common;
+use common::kvm_available;
 
 /// A file of one test, named after the test process, removed when the test ends (also when it
 /// fails), so runs leave nothing behind.

@@ -25,17 +25,8 @@ use vmm::snp_memory::{ConversionError, MemoryAttributes};
 const MEMORY: u64 = 64 << 20;
 const CODE: u64 = 0x1000;
 
-fn kvm_available() -> bool {
-    if Path::new("/dev/kvm").exists() {
-        return true;
-    }
-    assert!(
-        std::env::var("PODVISOR_REQUIRE_KVM").as_deref() != Ok("1"),
-        "PODVISOR_REQUIRE_KVM=1 but /dev/kvm is missing"
-    );
-    println!("SKIPPED: no /dev/kvm");
-    false
-}
+mod common;
+use common::kvm_available;
 
 /// Real mode: `mov dx, port; mov al, value; out dx, al`.
 fn out8(port: u16, value: u8) -> Vec<u8> {

@@ -4,7 +4,6 @@
 //! MSI routes go through `KVM_SET_GSI_ROUTING` next to the irqchip's own routes.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::path::Path;
 use std::sync::Arc;
 
 use devices::bus::Bus;
@@ -15,17 +14,8 @@ use vmm::config::disk::DiskConfig;
 use vmm::layout;
 use vmm::pci_devices::{self, KvmMsiRouter, PlacedDevice, FIRST_MSI_GSI};
 
-fn kvm_available() -> bool {
-    if Path::new("/dev/kvm").exists() {
-        return true;
-    }
-    assert!(
-        std::env::var("PODVISOR_REQUIRE_KVM").as_deref() != Ok("1"),
-        "PODVISOR_REQUIRE_KVM=1 but /dev/kvm is missing"
-    );
-    println!("SKIPPED: no /dev/kvm");
-    false
-}
+mod common;
+use common::kvm_available;
 
 fn read32(bus: &Bus, addr: u64) -> u32 {
     let mut b = [0u8; 4];

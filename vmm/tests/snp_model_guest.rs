@@ -141,17 +141,7 @@ fn model_snp_guest_drives_the_real_devices() {
             .pvalidate(gpa, PageSize::Size4K, true)
             .unwrap();
     }
-    let facts = LaunchFacts {
-        measurement: [0x5e; 48],
-        host_data: [0xab; 32],
-        policy: 0x30000,
-        family_id: [0; 16],
-        image_id: [0; 16],
-        guest_svn: 0,
-        id_key_digest: [0; 48],
-        author_key_digest: [0; 48],
-        author_key_en: false,
-    };
+    let facts = LaunchFacts::without_id_block([0x5e; 48], [0xab; 32], 0x30000);
     let fw = ModelFirmware::new(facts);
     fw.install_secrets(&mut ram, SECRETS).unwrap();
     let vcek = fw.vcek();

@@ -56,6 +56,21 @@ pub struct LaunchFacts {
 }
 
 impl LaunchFacts {
+    /// The facts of a launch without an ID block: only the digest, HOST_DATA and policy.
+    pub fn without_id_block(measurement: [u8; 48], host_data: [u8; 32], policy: u64) -> Self {
+        Self {
+            measurement,
+            host_data,
+            policy,
+            family_id: [0; 16],
+            image_id: [0; 16],
+            guest_svn: 0,
+            id_key_digest: [0; 48],
+            author_key_digest: [0; 48],
+            author_key_en: false,
+        }
+    }
+
     /// The facts of launching `plan`.
     pub fn from_plan(plan: &LaunchPlan) -> Result<Self, PlanError> {
         let digest = plan.expected_digest()?;

@@ -32,17 +32,7 @@ const S_IOERR: u8 = 1;
 const NEEDS_RESET: u8 = 0x40;
 
 fn facts() -> LaunchFacts {
-    LaunchFacts {
-        measurement: [0; 48],
-        host_data: [0; 32],
-        policy: 0x30000,
-        family_id: [0; 16],
-        image_id: [0; 16],
-        guest_svn: 0,
-        id_key_digest: [0; 48],
-        author_key_digest: [0; 48],
-        author_key_en: false,
-    }
+    LaunchFacts::without_id_block([0; 48], [0; 32], 0x30000)
 }
 
 /// The guest's virtio-blk driver, writing its rings with the C-bit clear.
