@@ -77,32 +77,24 @@ struct Watcher<'a> {
     resp: BlkResp,
 }
 
-fn param(ctx: &Context, key: &str, default: u64) -> Option<u64> {
-    match ctx.cmdline.number(key) {
-        Ok(v) => Some(v.unwrap_or(default)),
-        Err(e) => {
-            e.report(error().s(key).s(": ")).nl();
-            None
-        }
-    }
-}
-
 pub fn run(ctx: &Context) -> Ending {
     let _ = watch(ctx);
     Ending::PowerOff
 }
 
 fn watch(ctx: &Context) -> Option<()> {
-    let secs = param(ctx, "probe.secs", DEFAULT_SECS)?.min(86_400);
-    let max_events = param(ctx, "probe.hotplug-events", u64::MAX)?;
-    let hash_kib = param(ctx, "probe.hash-kib", DEFAULT_HASH_KIB)?;
+    let secs = ctx.number_or("probe.secs", DEFAULT_SECS)?.min(86_400);
+    let max_events = ctx.number_or("probe.hotplug-events", u64::MAX)?;
+    let hash_kib = ctx.number_or("probe.hash-kib", DEFAULT_HASH_KIB)?;
     if hash_kib == 0 || hash_kib > 4 << 20 {
         error()
             .s("hotplug: probe.hash-kib must be 1 to 4194304")
             .nl();
         return None;
     }
-    let timeout_ms = param(ctx, "probe.fs-timeout-ms", DEFAULT_TIMEOUT_MS)?.min(3_600_000);
+    let timeout_ms = ctx
+        .number_or("probe.fs-timeout-ms", DEFAULT_TIMEOUT_MS)?
+        .min(3_600_000);
     let clock = match Clock::start() {
         Ok(c) => c,
         Err(e) => {

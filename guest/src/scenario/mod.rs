@@ -40,6 +40,18 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
+    /// The number `key=N` on the command line, `default` without one, or `None` after
+    /// reporting a value that does not parse (the scenario then gives up).
+    pub fn number_or(&self, key: &str, default: u64) -> Option<u64> {
+        match self.cmdline.number(key) {
+            Ok(v) => Some(v.unwrap_or(default)),
+            Err(e) => {
+                e.report(crate::serial::error().s(key).s(": ")).nl();
+                None
+            }
+        }
+    }
+
     /// The RSDP address from the start info, 0 if unknown (ACPI then scans the BIOS area).
     pub fn rsdp_hint(&self) -> u64 {
         self.start_info.map_or(0, |s| s.rsdp_paddr)

@@ -43,16 +43,6 @@ pub fn run(ctx: &Context) -> Ending {
     Ending::PowerOff
 }
 
-fn param(ctx: &Context, key: &str, default: u64) -> Option<u64> {
-    match ctx.cmdline.number(key) {
-        Ok(v) => Some(v.unwrap_or(default)),
-        Err(e) => {
-            e.report(error()).nl();
-            None
-        }
-    }
-}
-
 /// One present function and its conventional configuration space as found.
 #[derive(Clone, Copy)]
 struct Saved {
@@ -224,8 +214,8 @@ fn restore(ecam: &Ecam, s: &Saved) {
 }
 
 fn fuzz(ctx: &Context) -> Option<()> {
-    let ops = param(ctx, "probe.pci-fuzz-ops", 3000)?;
-    let seed = param(ctx, "probe.pci-fuzz-seed", 1)?;
+    let ops = ctx.number_or("probe.pci-fuzz-ops", 3000)?;
+    let seed = ctx.number_or("probe.pci-fuzz-seed", 1)?;
     let ecam = ecam_window(ctx)?;
     let mut saved = [Saved {
         device: 0,

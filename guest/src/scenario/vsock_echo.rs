@@ -68,16 +68,6 @@ pub fn run(ctx: &Context) -> Ending {
     Ending::PowerOff
 }
 
-fn param(ctx: &Context, key: &str, default: u64) -> Option<u64> {
-    match ctx.cmdline.number(key) {
-        Ok(v) => Some(v.unwrap_or(default)),
-        Err(e) => {
-            e.report(error()).nl();
-            None
-        }
-    }
-}
-
 /// Finds the first virtio-vsock function on the root bus and brings the driver up.
 pub(super) fn open(ctx: &Context) -> Option<Manager> {
     let (mut root, ecam) = super::blk_common::pci_root(ctx)?;
@@ -111,12 +101,12 @@ pub(super) fn open(ctx: &Context) -> Option<Manager> {
 
 fn serve(ctx: &Context) -> &'static str {
     let (Some(secs), Some(delay_ms)) = (
-        param(ctx, "probe.secs", DEFAULT_SECS),
-        param(ctx, "probe.vsock-listen-delay-ms", 0),
+        ctx.number_or("probe.secs", DEFAULT_SECS),
+        ctx.number_or("probe.vsock-listen-delay-ms", 0),
     ) else {
         return "error";
     };
-    let Some(source_mib) = param(ctx, "probe.vsock-source-mib", 16) else {
+    let Some(source_mib) = ctx.number_or("probe.vsock-source-mib", 16) else {
         return "error";
     };
     let clock = match Clock::start() {
