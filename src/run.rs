@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use vmm::config::{self, SerialOutput, VmConfig};
 use vmm::exit::{ExitReason, EXIT_INTERNAL_ERROR, EXIT_INVALID_CONFIG};
-use vmm::seccomp::{self, Role, SeccompMode};
+use vmm::seccomp::{self, SeccompMode};
 use vmm::snp_launch;
 use vmm::vm::Vm;
 
@@ -125,7 +125,8 @@ impl RunArgs {
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
-    if let Err(e) = seccomp::init(args.seccomp) {
+    // The main thread is confined first; every thread it starts inherits the `vmm` filter.
+    if let Err(e) = seccomp::init_confined(args.seccomp) {
         eprintln!("podvisor: error: {e}");
         return ExitCode::from(EXIT_INTERNAL_ERROR);
     }
@@ -143,7 +144,6 @@ pub fn main(args: RunArgs) -> ExitCode {
     };
     if let Some(snp) = &confidential {
         if snp.platform == snp_launch::SnpPlatform::Model {
-            seccomp::enter(Role::Vmm);
             if !(args.disks.is_empty() && args.fs.is_empty())
                 || args.vsock.is_some()
                 || args.rng.is_some()
@@ -171,14 +171,10 @@ pub fn main(args: RunArgs) -> ExitCode {
     // thread only waits for its verdict.
     let vmm = std::thread::Builder::new()
         .name("vmm".into())
-        .spawn(move || {
-            seccomp::enter(Role::Vmm);
-            match &confidential {
-                Some(snp) => run_confidential_vm(config, snp),
-                None => run_vm(&config),
-            }
+        .spawn(move || match &confidential {
+            Some(snp) => run_confidential_vm(config, snp),
+            None => run_vm(&config),
         });
-    seccomp::enter(Role::Vmm);
     let code = match vmm.map(|handle| handle.join()) {
         Ok(Ok(code)) => code,
         Ok(Err(_)) => {

@@ -1,9 +1,9 @@
 //! The `vmm-spawner` thread: starts device workers on behalf of the vCPU threads.
 //!
 //! A worker created by the vCPU that activated its device would inherit the vCPU filter and
-//! could not reach its backend. The spawner is created by the main thread before any filter
-//! exists, confines itself to the `vmm` role, and starts each worker, which then adds the
-//! `device` filter before running its body. The vCPU waits for the answer over a channel,
+//! could not reach its backend. The spawner is created by the main thread, runs under the
+//! `vmm` role (its own install, or the main thread's it inherits), and starts each worker,
+//! which then adds the `device` filter before running its body. The vCPU waits for the answer over a channel,
 //! so activation stays synchronous.
 
 use std::io;
@@ -35,13 +35,16 @@ impl Launcher for Spawner {
     }
 }
 
-/// Starts the spawner and makes it the devices' launcher.
-pub(super) fn start() -> Result<(), SeccompError> {
+/// Starts the spawner and makes it the devices' launcher; with `install_own` it confines itself
+/// to the `vmm` role (otherwise it inherits that filter from its creator).
+pub(super) fn start(install_own: bool) -> Result<(), SeccompError> {
     let (requests, incoming) = mpsc::channel::<Request>();
     std::thread::Builder::new()
         .name("vmm-spawner".into())
         .spawn(move || {
-            enter(Role::Vmm);
+            if install_own {
+                enter(Role::Vmm);
+            }
             for request in incoming {
                 let body = request.body;
                 let started = std::thread::Builder::new()
