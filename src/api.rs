@@ -90,25 +90,8 @@ pub struct ApiArgs {
     /// More log output (repeatable: -v debug, -vv trace).
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     verbose: u8,
-    /// System-call filters per thread: true (a forbidden call kills the process), log (the
-    /// kernel logs it and lets it through) or false (no filters).
-    #[arg(long, value_name = "true|false|log", default_value = "true",
-          value_parser = vmm::seccomp::parse_mode)]
-    seccomp: vmm::seccomp::SeccompMode,
-    /// Confine the running VM's threads with Landlock to the files it was configured with
-    /// (kernel, initramfs, disks, entropy source, serial file) and --landlock-rules.
-    #[arg(long)]
-    landlock: bool,
-    /// One more path the running VM may open with --landlock: path=P,access=r|rw
-    /// (repeatable), e.g. the directory disks hot-plugged later come from.
-    #[arg(long = "landlock-rules", value_name = "RULE", requires = "landlock",
-          value_parser = vmm::landlock::parse_rule)]
-    landlock_rules: Vec<vmm::landlock::LandlockRule>,
-    /// Ceiling on open file descriptors (soft and hard RLIMIT_NOFILE), set at start-up.
-    /// Default: a budget for the largest VM the API accepts plus every API client (see
-    /// docs/threat-model.md).
-    #[arg(long = "rlimit-nofile", value_name = "N", value_parser = vmm::fd_limit::parse_limit)]
-    rlimit_nofile: Option<u64>,
+    #[command(flatten)]
+    confinement: crate::confinement::ConfinementArgs,
     /// Write lifecycle events as JSON lines to path=FILE, FILE or fd=N.
     #[arg(long, value_name = "path=FILE|fd=N", value_parser = parse_target)]
     event_monitor: Option<Target>,
@@ -155,13 +138,11 @@ fn serve(args: ApiArgs) -> Result<u8, ApiModeError> {
         None => None,
     };
     vmm::fd_limit::apply(
-        args.rlimit_nofile,
+        args.confinement.rlimit_nofile,
         vmm::fd_limit::FdBudget::api_mode().total(),
     )?;
-    vmm::seccomp::init(args.seccomp).map_err(ApiModeError::Seccomp)?;
-    if args.landlock {
-        vmm::landlock::enable(args.landlock_rules.clone());
-    }
+    vmm::seccomp::init(args.confinement.seccomp).map_err(ApiModeError::Seccomp)?;
+    args.confinement.enable_landlock();
     let shared = SharedState::new();
     let (tx, rx) = mpsc::channel();
     let backend = Arc::new(ApiHandle::new(tx.clone(), shared.clone()));

@@ -2,6 +2,7 @@
 
 mod api;
 mod attest;
+mod confinement;
 mod measure;
 mod run;
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use vmm::config::{self, SerialOutput, VmConfig};
 use vmm::exit::{ExitReason, EXIT_INTERNAL_ERROR, EXIT_INVALID_CONFIG};
-use vmm::seccomp::{self, SeccompMode};
+use vmm::seccomp;
 use vmm::snp_launch;
 use vmm::vm::Vm;
 
@@ -85,25 +85,8 @@ pub struct RunArgs {
     /// the PCI slots after vsock. The guest mounts it with `mount -t virtiofs NAME DIR`.
     #[arg(long = "fs", value_name = "FS", value_parser = config::fs::parse_fs)]
     fs: Vec<config::fs::FsConfig>,
-    /// System-call filters per thread: true (a forbidden call kills the process), log (the
-    /// kernel logs it and lets it through) or false (no filters).
-    #[arg(long, value_name = "true|false|log", default_value = "true",
-          value_parser = seccomp::parse_mode)]
-    seccomp: SeccompMode,
-    /// Confine the running VM's threads with Landlock to the files it was configured with
-    /// (kernel, initramfs, disks, entropy source, serial file) and --landlock-rules.
-    #[arg(long)]
-    landlock: bool,
-    /// One more path the running VM may open with --landlock: path=P,access=r|rw
-    /// (repeatable), e.g. the directory disks hot-plugged later come from.
-    #[arg(long = "landlock-rules", value_name = "RULE", requires = "landlock",
-          value_parser = vmm::landlock::parse_rule)]
-    landlock_rules: Vec<vmm::landlock::LandlockRule>,
-    /// Ceiling on open file descriptors (soft and hard RLIMIT_NOFILE), set before the guest
-    /// runs. Default: a budget computed from the VM's vCPUs, devices and queues (see
-    /// docs/threat-model.md).
-    #[arg(long = "rlimit-nofile", value_name = "N", value_parser = vmm::fd_limit::parse_limit)]
-    rlimit_nofile: Option<u64>,
+    #[command(flatten)]
+    confinement: crate::confinement::ConfinementArgs,
 }
 
 impl RunArgs {
@@ -126,7 +109,7 @@ impl RunArgs {
 
 pub fn main(args: RunArgs) -> ExitCode {
     // The main thread is confined first; every thread it starts inherits the `vmm` filter.
-    if let Err(e) = seccomp::init_confined(args.seccomp) {
+    if let Err(e) = seccomp::init_confined(args.confinement.seccomp) {
         eprintln!("podvisor: error: {e}");
         return ExitCode::from(EXIT_INTERNAL_ERROR);
     }
@@ -157,10 +140,8 @@ pub fn main(args: RunArgs) -> ExitCode {
             return run_model_launch(snp);
         }
     }
-    if args.landlock {
-        vmm::landlock::enable(args.landlock_rules.clone());
-    }
-    let rlimit_nofile = args.rlimit_nofile;
+    args.confinement.enable_landlock();
+    let rlimit_nofile = args.confinement.rlimit_nofile;
     let config = args.into_config();
     let budget = vmm::fd_limit::FdBudget::for_vm(&config).total();
     if let Err(e) = vmm::fd_limit::apply(rlimit_nofile, budget) {
