@@ -16,7 +16,6 @@
 mod api_client;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use api_client::{probe_config, Podvisor};
@@ -118,11 +117,7 @@ fn a_disk_added_after_boot_is_on_the_bus_and_an_unanswered_eject_times_out() {
 }
 
 fn sha256_hex(data: &[u8], scratch: &Scratch, name: &str) -> String {
-    let path = scratch.file(name, data).unwrap();
-    let out = Command::new("sha256sum").arg(&path).output().unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.split_whitespace().next().unwrap().to_owned()
+    scratch.sha256(name, data).unwrap()
 }
 
 /// `(fd count, VmRSS in KiB)` of a process once connections of finished API calls are closed:

@@ -15,7 +15,6 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use podvisor_tests::linux::{self, ConsoleVm, HostMode, Kit, Wait};
@@ -42,10 +41,7 @@ fn full_kvm_kit(test: &str) -> Option<Kit> {
 
 /// SHA-256 as lowercase hex, computed by coreutils' `sha256sum` (as the guest's busybox does).
 fn sha256_hex(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    assert!(out.status.success(), "sha256sum failed");
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.split_whitespace().next().unwrap().to_owned()
+    podvisor_tests::scratch::sha256_file(path).unwrap()
 }
 
 fn linux_args(kit: &Kit, init: &str, extra: &[String]) -> Vec<String> {

@@ -15,8 +15,6 @@
 //! after each case and a clean power-off are what must hold.
 #![allow(clippy::unwrap_used, clippy::panic)] // reason: test file; a failed unwrap is the failure.
 
-use std::process::Command;
-
 use podvisor_tests::probe::{self, ProbeVm, EXIT_POWER_OFF};
 use podvisor_tests::scratch::{pattern, Scratch};
 use podvisor_tests::virtiofsd::Virtiofsd;
@@ -69,12 +67,10 @@ fn assert_survived_with(r: &probe::ProbeRun, scratch: &Scratch, other_data: &[u8
             r.describe()
         );
     }
-    let first = scratch.file("other.sector0", &other_data[..512]).unwrap();
-    let out = Command::new("sha256sum").arg(&first).output().unwrap();
-    let want = String::from_utf8(out.stdout).unwrap();
+    let want = scratch.sha256("other.sector0", &other_data[..512]).unwrap();
     assert_eq!(
         r.result("hostile-other-disk-sha256").as_deref(),
-        want.split_whitespace().next(),
+        Some(want.as_str()),
         "{}",
         r.describe()
     );

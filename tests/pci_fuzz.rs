@@ -5,8 +5,6 @@
 //! has put the configuration back the disk answers with the host file's data.
 #![allow(clippy::unwrap_used, clippy::panic)] // reason: test file; a failed unwrap is the failure.
 
-use std::process::Command;
-
 use podvisor_tests::probe::{self, ProbeVm, EXIT_POWER_OFF};
 use podvisor_tests::scratch::{pattern, Scratch};
 
@@ -21,10 +19,8 @@ fn garbage_in_pci_configuration_space_leaves_the_vmm_and_its_devices_working() {
     let data = pattern(1 << 20, 11);
     let disk = scratch.file("disk.img", &data).unwrap();
     let other = scratch.file("other.img", &pattern(1 << 20, 12)).unwrap();
-    let sector = scratch.file("sector0", &data[..512]).unwrap();
-    let out = Command::new("sha256sum").arg(&sector).output().unwrap();
-    let want = String::from_utf8(out.stdout).unwrap();
-    let want = want.split_whitespace().next().unwrap();
+    let want = scratch.sha256("sector0", &data[..512]).unwrap();
+    let want = want.as_str();
     for seed in [1, 2, 3] {
         let r = ProbeVm::new("pci-fuzz")
             .param("probe.pci-fuzz-seed", seed)

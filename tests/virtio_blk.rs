@@ -41,11 +41,7 @@ fn transfer_bytes() -> usize {
 /// SHA-256 as lowercase hex, computed by coreutils' `sha256sum` (an implementation
 /// independent of the probe's).
 fn sha256_hex(data: &[u8], scratch: &Scratch) -> String {
-    let path = scratch.file("to-hash", data).unwrap();
-    let out = Command::new("sha256sum").arg(&path).output().unwrap();
-    assert!(out.status.success(), "sha256sum failed");
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.split_whitespace().next().unwrap().to_owned()
+    scratch.sha256("to-hash", data).unwrap()
 }
 
 fn run(vm: ProbeVm) -> ProbeRun {

@@ -23,7 +23,6 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod api_client;
@@ -56,10 +55,7 @@ fn share(scratch: &Scratch, name: &str, seed: usize) -> PathBuf {
 
 /// SHA-256 as lowercase hex from coreutils (independent of the probe's implementation).
 fn sha256_hex(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    assert!(out.status.success(), "sha256sum failed");
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.split_whitespace().next().unwrap().to_owned()
+    podvisor_tests::scratch::sha256_file(path).unwrap()
 }
 
 fn start(scratch: &Scratch, dir: &Path, name: &str) -> Virtiofsd {

@@ -26,6 +26,28 @@ impl Scratch {
         std::fs::write(&path, contents)?;
         Ok(path)
     }
+
+    /// [`sha256_file`] of `data`, written to `name` inside the directory first.
+    pub fn sha256(&self, name: &str, data: &[u8]) -> io::Result<String> {
+        sha256_file(&self.file(name, data)?)
+    }
+}
+
+/// SHA-256 of a file as lowercase hex, computed by coreutils' `sha256sum`: an implementation
+/// independent of the probe's (and the same as the Linux guest's busybox).
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    let out = std::process::Command::new("sha256sum").arg(path).output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "sha256sum {} failed",
+            path.display()
+        )));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .map(str::to_owned)
+        .ok_or_else(|| io::Error::other("sha256sum printed nothing"))
 }
 
 impl Drop for Scratch {
