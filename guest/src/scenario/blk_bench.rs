@@ -56,21 +56,14 @@ pub fn run(ctx: &Context) -> Ending {
     Ending::PowerOff
 }
 
+/// [`Context::number_or`], refused (and reported) outside `1..=max`.
 fn param(ctx: &Context, key: &str, default: u64, max: u64) -> Option<u64> {
-    match ctx.cmdline.number(key) {
-        Ok(v) => {
-            let v = v.unwrap_or(default);
-            if v == 0 || v > max {
-                error().s(key).s(" out of range").nl();
-                return None;
-            }
-            Some(v)
-        }
-        Err(e) => {
-            e.report(error()).nl();
-            None
-        }
+    let v = ctx.number_or(key, default)?;
+    if v == 0 || v > max {
+        error().s(key).s(" out of range").nl();
+        return None;
     }
+    Some(v)
 }
 
 /// xorshift64 over the 4 KiB blocks of the range.
