@@ -21,7 +21,7 @@ use snp::exits::ImplicitConversion;
 use snp::launch::kvm::KvmBackend;
 use snp::launch::kvm_sys::{snp_unavailable_reason, KvmSnpVm, LaunchedVm};
 use snp::launch::{launch, ram_slots, LaunchError, LaunchReport, RamSlot};
-use snp::plan::RamLayout;
+use snp::plan::{RamLayout, PAGE_SIZE_U64};
 
 use crate::config::{HostLimits, VmConfig, MAX_VCPUS};
 use crate::exit::EXIT_INVALID_CONFIG;
@@ -85,6 +85,8 @@ pub fn build(
             launch: (snp.vcpus, snp.memory),
         });
     }
+    // Before the launch, so a bad device or size costs no SNP launch.
+    validate(config)?;
     let plan = crate::snp_launch::plan(snp)?;
     let mut sys = KvmSnpVm::create().map_err(SnpLaunchError::from)?;
     crate::vm::create_platform(sys.vm())?;
@@ -122,17 +124,19 @@ pub fn build(
         .map_err(SnpLaunchError::from)?;
     let private = PrivateMemory {
         slots: ram_slots(&plan, 0),
-        launched: plan
-            .ranges()
-            .iter()
-            .map(|r| (r.gpa, r.data.len() as u64))
-            .collect(),
+        launched: plan.pages.iter().map(|p| (p.gpa, PAGE_SIZE_U64)).collect(),
         ram: plan.ram,
         host: None,
         certs: snp.certs.as_deref().cloned(),
     };
-    let vm = from_launched(config, parts, Some(private))?;
+    let vm = assemble(config, parts, Some(private))?;
     Ok((vm, report))
+}
+
+fn validate(config: &VmConfig) -> Result<(), ConfidentialVmError> {
+    let host = HostLimits::probe(MAX_VCPUS as usize).map_err(VmError::HostLimits)?;
+    config.validate_machine(&host).map_err(VmError::Config)?;
+    Ok(())
 }
 
 /// A [`Vm`] around vCPUs and memory that were set up elsewhere (by a confidential launch, or a
@@ -143,8 +147,16 @@ pub fn from_launched(
     parts: LaunchedVm,
     private: Option<PrivateMemory>,
 ) -> Result<Vm, ConfidentialVmError> {
-    let host = HostLimits::probe(MAX_VCPUS as usize).map_err(VmError::HostLimits)?;
-    config.validate_machine(&host).map_err(VmError::Config)?;
+    validate(config)?;
+    assemble(config, parts, private)
+}
+
+/// [`from_launched`] for a configuration already validated.
+fn assemble(
+    config: &VmConfig,
+    parts: LaunchedVm,
+    private: Option<PrivateMemory>,
+) -> Result<Vm, ConfidentialVmError> {
     if parts.vcpus.len() != config.vcpus as usize {
         return Err(ConfidentialVmError::VcpuCount {
             launched: parts.vcpus.len(),
