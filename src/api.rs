@@ -158,14 +158,13 @@ fn serve(args: ApiArgs) -> Result<u8, ApiModeError> {
         EventMonitor::new(monitor),
         Policy::default(),
     );
+    // Confined before it starts the `vmm` thread, which inherits the filter rather than
+    // installing a second copy (the API server's thread already runs under its own).
+    vmm::seccomp::enter(vmm::seccomp::Role::Vmm);
     let vmm = std::thread::Builder::new()
         .name("vmm".into())
-        .spawn(move || {
-            vmm::seccomp::enter(vmm::seccomp::Role::Vmm);
-            controller.run()
-        })
+        .spawn(move || controller.run())
         .map_err(ApiModeError::Spawn)?;
-    vmm::seccomp::enter(vmm::seccomp::Role::Vmm);
     let code = vmm.join().unwrap_or_else(|_| {
         log::error!("the vmm thread panicked");
         EXIT_INTERNAL_ERROR
